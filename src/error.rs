@@ -1,0 +1,225 @@
+//! Why a request was refused, and the RFC 6750 response that says so.
+
+use std::fmt;
+use std::time::Duration;
+
+use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderValue, Response, StatusCode};
+
+/// The reason a request was rejected.
+///
+/// Each variant maps to one row of the RFC 6750 table: [`status`](Self::status) gives the
+/// HTTP status, [`error_code`](Self::error_code) the `error=` value of `WWW-Authenticate`.
+/// The rejection is attached to the response's extensions so outer layers can log it.
+/// No variant carries the token itself.
+///
+/// ```
+/// use tower_jwt_auth::AuthError;
+/// assert_eq!(AuthError::Expired.status(), http::StatusCode::UNAUTHORIZED);
+/// assert_eq!(AuthError::Expired.to_string(), "token expired");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// No token in the request.
+    MissingToken,
+    /// More than one `Authorization` header.
+    MultipleAuthorizationHeaders,
+    /// A `Bearer` header whose token is empty or not token68.
+    MalformedAuthorizationHeader,
+    /// The token is longer than the configured maximum.
+    TokenTooLarge,
+    /// Not three base64url segments, or a segment that does not decode.
+    Malformed(&'static str),
+    /// A five-segment JWE (encrypted token).
+    Encrypted,
+    /// `alg` is `none` (in any case), unknown, or not in the allow-list.
+    AlgorithmNotAllowed,
+    /// The header has a `crit` member (no extension is understood).
+    UnsupportedCritical,
+    /// No key with the token's `kid`.
+    UnknownKeyId,
+    /// No key fits the token's `alg` (type, curve or the key's own `alg`).
+    NoMatchingKey,
+    /// The token has no `kid` and several keys fit.
+    AmbiguousKey,
+    /// The signature does not verify.
+    InvalidSignature,
+    /// A claim is missing that must be present.
+    MissingClaim(&'static str),
+    /// A claim has the wrong JSON type or an out-of-range value.
+    InvalidClaim(&'static str),
+    /// `exp` has passed (beyond the leeway).
+    Expired,
+    /// `nbf` is still ahead (beyond the leeway).
+    NotYetValid,
+    /// `iat` is in the future (beyond the leeway).
+    IssuedInFuture,
+    /// `iss` is not an accepted issuer.
+    WrongIssuer,
+    /// No `aud` value is an accepted audience.
+    WrongAudience,
+    /// The claims do not deserialize into the configured claims type.
+    ClaimsShape,
+    /// A required scope is missing; carries the scope(s) needed.
+    InsufficientScope(String),
+    /// No keys could be obtained (key source unreachable, nothing cached).
+    KeysUnavailable,
+}
+
+impl AuthError {
+    /// The HTTP status of the rejection.
+    ///
+    /// ```
+    /// use tower_jwt_auth::AuthError;
+    /// assert_eq!(AuthError::MissingToken.status(), 401);
+    /// assert_eq!(AuthError::MultipleAuthorizationHeaders.status(), 400);
+    /// assert_eq!(AuthError::KeysUnavailable.status(), 503);
+    /// ```
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MultipleAuthorizationHeaders | Self::MalformedAuthorizationHeader => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
+            Self::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    /// The RFC 6750 `error` code, or `None` where none is sent (no token, 503).
+    ///
+    /// ```
+    /// use tower_jwt_auth::AuthError;
+    /// assert_eq!(AuthError::InvalidSignature.error_code(), Some("invalid_token"));
+    /// assert_eq!(AuthError::MissingToken.error_code(), None);
+    /// ```
+    pub fn error_code(&self) -> Option<&'static str> {
+        match self {
+            Self::MissingToken | Self::KeysUnavailable => None,
+            Self::MultipleAuthorizationHeaders | Self::MalformedAuthorizationHeader => {
+                Some("invalid_request")
+            }
+            Self::InsufficientScope(_) => Some("insufficient_scope"),
+            _ => Some("invalid_token"),
+        }
+    }
+
+    /// A short label for metrics and logs (`"expired"`, `"invalid_signature"`, ...).
+    ///
+    /// ```
+    /// assert_eq!(tower_jwt_auth::AuthError::Expired.reason(), "expired");
+    /// ```
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::MissingToken => "missing_token",
+            Self::MultipleAuthorizationHeaders => "multiple_authorization_headers",
+            Self::MalformedAuthorizationHeader => "malformed_authorization_header",
+            Self::TokenTooLarge => "token_too_large",
+            Self::Malformed(_) => "malformed",
+            Self::Encrypted => "encrypted",
+            Self::AlgorithmNotAllowed => "algorithm_not_allowed",
+            Self::UnsupportedCritical => "unsupported_crit",
+            Self::UnknownKeyId => "unknown_kid",
+            Self::NoMatchingKey => "no_matching_key",
+            Self::AmbiguousKey => "ambiguous_key",
+            Self::InvalidSignature => "invalid_signature",
+            Self::MissingClaim(_) => "missing_claim",
+            Self::InvalidClaim(_) => "invalid_claim",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::IssuedInFuture => "issued_in_future",
+            Self::WrongIssuer => "wrong_issuer",
+            Self::WrongAudience => "wrong_audience",
+            Self::ClaimsShape => "claims_shape",
+            Self::InsufficientScope(_) => "insufficient_scope",
+            Self::KeysUnavailable => "keys_unavailable",
+        }
+    }
+
+    /// Renders the RFC 6750 response: status, `WWW-Authenticate`, a JSON body and, for
+    /// 503, `Retry-After`. The error itself goes into the response's extensions.
+    ///
+    /// ```
+    /// use tower_jwt_auth::AuthError;
+    /// let res = AuthError::Expired.to_response::<String>("api");
+    /// assert_eq!(res.status(), 401);
+    /// assert_eq!(
+    ///     res.headers()["www-authenticate"],
+    ///     r#"Bearer realm="api", error="invalid_token", error_description="token expired""#
+    /// );
+    /// ```
+    pub fn to_response<B: From<String>>(&self, realm: &str) -> Response<B> {
+        let description = self.to_string();
+        let body = match self.error_code() {
+            Some(code) => serde_json::json!({ "error": code, "error_description": description }),
+            None => serde_json::json!({ "error_description": description }),
+        };
+        let mut res = Response::new(B::from(body.to_string()));
+        *res.status_mut() = self.status();
+        let headers = res.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if self.status() == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS.as_secs()));
+        } else if let Ok(value) = HeaderValue::from_str(&self.challenge(realm)) {
+            headers.insert(WWW_AUTHENTICATE, value);
+        }
+        res.extensions_mut().insert(self.clone());
+        res
+    }
+
+    fn challenge(&self, realm: &str) -> String {
+        let mut out = format!("Bearer realm=\"{}\"", quoted(realm));
+        if let Some(code) = self.error_code() {
+            out.push_str(&format!(
+                ", error=\"{code}\", error_description=\"{}\"",
+                quoted(&self.to_string())
+            ));
+        }
+        if let Self::InsufficientScope(scope) = self {
+            out.push_str(&format!(", scope=\"{}\"", quoted(scope)));
+        }
+        out
+    }
+}
+
+/// How long a 503 tells clients to wait; matches the default unknown-kid cooldown order.
+const RETRY_AFTER_SECS: Duration = Duration::from_secs(5);
+
+/// RFC 6750 quoted-string content: drop what could break out of the quotes.
+fn quoted(s: &str) -> String {
+    s.chars()
+        .filter(|c| *c != '"' && *c != '\\' && (' '..='~').contains(c))
+        .collect()
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::MissingToken => f.write_str("no bearer token"),
+            Self::MultipleAuthorizationHeaders => f.write_str("more than one Authorization header"),
+            Self::MalformedAuthorizationHeader => f.write_str("malformed bearer token"),
+            Self::TokenTooLarge => f.write_str("token too large"),
+            Self::Malformed(what) => write!(f, "malformed token: {what}"),
+            Self::Encrypted => f.write_str("encrypted tokens are not supported"),
+            Self::AlgorithmNotAllowed => f.write_str("algorithm not allowed"),
+            Self::UnsupportedCritical => f.write_str("unsupported critical header"),
+            Self::UnknownKeyId => f.write_str("unknown key id"),
+            Self::NoMatchingKey => f.write_str("no key fits the token's algorithm"),
+            Self::AmbiguousKey => f.write_str("token has no key id and several keys fit"),
+            Self::InvalidSignature => f.write_str("invalid signature"),
+            Self::MissingClaim(claim) => write!(f, "missing required claim `{claim}`"),
+            Self::InvalidClaim(claim) => write!(f, "invalid claim `{claim}`"),
+            Self::Expired => f.write_str("token expired"),
+            Self::NotYetValid => f.write_str("token not yet valid"),
+            Self::IssuedInFuture => f.write_str("token issued in the future"),
+            Self::WrongIssuer => f.write_str("issuer not accepted"),
+            Self::WrongAudience => f.write_str("audience not accepted"),
+            Self::ClaimsShape => f.write_str("claims do not have the expected shape"),
+            Self::InsufficientScope(scope) => write!(f, "insufficient scope, requires `{scope}`"),
+            Self::KeysUnavailable => f.write_str("verification keys unavailable"),
+        }
+    }
+}
+
+impl std::error::Error for AuthError {}

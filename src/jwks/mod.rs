@@ -1,0 +1,8 @@
+//! Key sources: a JWKS fetched from a URL and kept fresh.
+
+mod remote;
+
+pub use remote::{
+    BuildError, DEFAULT_COOLDOWN, DEFAULT_FETCH_TIMEOUT, DEFAULT_MAX_RESPONSE_SIZE, DEFAULT_MAX_STALE,
+    DEFAULT_REFRESH_INTERVAL, FetchError, JwksHealth, RemoteJwks, RemoteJwksBuilder,
+};

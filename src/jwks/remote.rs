@@ -1,0 +1,566 @@
+//! `RemoteJwks`: a key set fetched over HTTP, cached, refreshed in the background, and
+//! refetched (rate limited, coalesced) when a token names a kid we have not seen.
+
+use std::fmt;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use http::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
+use http::{HeaderValue, StatusCode};
+use tokio::time::Instant;
+
+use crate::keys::KeySet;
+use crate::verify::ConfigError;
+
+/// Refresh interval when the provider sends no cache headers (Nimbus uses 5 min).
+pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
+/// Minimum time between two fetches triggered by unknown kids.
+pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(30);
+/// Overall limit on one fetch, connect to last byte.
+pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest JWKS document accepted, enforced while reading.
+pub const DEFAULT_MAX_RESPONSE_SIZE: usize = 1024 * 1024;
+/// How long the last good set is served while the provider cannot be reached.
+pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(24 * 3600);
+/// How many unknown kids are remembered at once (bounded so a flood cannot grow it).
+const UNKNOWN_KID_CAPACITY: u64 = 10_000;
+/// First retry delay after a failed background refresh; doubled up to the interval.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+/// Why a fetch failed. Cloneable so every waiter of a coalesced fetch gets it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchError(Arc<str>);
+
+impl FetchError {
+    fn new(msg: impl Into<String>) -> Self {
+        Self(Arc::from(msg.into()))
+    }
+}
+
+impl fmt::Display for FetchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for FetchError {}
+
+/// A JWKS fetched from a URL and kept fresh.
+///
+/// Cheap to clone; clones share one cache. The background refresher stops when the last
+/// clone is dropped.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use tower_jwt_auth::RemoteJwks;
+/// let jwks = RemoteJwks::builder("https://issuer.example/.well-known/jwks.json")
+///     .build()
+///     .await?;
+/// assert!(jwks.health().ready);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RemoteJwks {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for RemoteJwks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteJwks")
+            .field("url", &self.inner.url.as_str())
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Config {
+    refresh_interval: Duration,
+    cooldown: Duration,
+    timeout: Duration,
+    max_response_size: usize,
+    max_stale: Duration,
+}
+
+struct Inner {
+    url: reqwest::Url,
+    client: reqwest::Client,
+    config: Config,
+    /// The last good set; read without locks on every request.
+    current: ArcSwapOption<Loaded>,
+    state: Mutex<FetchState>,
+    /// Kids that a fetch did not find, rejected at once until the cooldown has passed.
+    unknown_kids: moka::sync::Cache<Box<str>, ()>,
+    counters: Counters,
+}
+
+struct Loaded {
+    keys: Arc<KeySet>,
+    /// When the set was last confirmed by the provider (200 or 304).
+    confirmed: Instant,
+}
+
+#[derive(Default)]
+struct FetchState {
+    in_flight: Option<(u64, SharedFetch)>,
+    generation: u64,
+    last_attempt: Option<Instant>,
+    etag: Option<HeaderValue>,
+    last_modified: Option<HeaderValue>,
+    last_error: Option<FetchError>,
+}
+
+type SharedFetch = Shared<BoxFuture<'static, Result<(), FetchError>>>;
+
+#[derive(Default)]
+struct Counters {
+    fetches: AtomicU64,
+    not_modified: AtomicU64,
+    failures: AtomicU64,
+    unknown_kid_refetches: AtomicU64,
+    rejected_kids: AtomicU64,
+}
+
+/// A snapshot of a [`RemoteJwks`]'s state, for readiness probes and dashboards.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct JwksHealth {
+    /// Keys are loaded and not older than `max_stale`.
+    pub ready: bool,
+    /// Usable keys in the current set.
+    pub keys: usize,
+    /// Time since the provider last confirmed the set.
+    pub age: Option<Duration>,
+    /// The error of the last failed fetch, cleared by a successful one.
+    pub last_error: Option<String>,
+    /// Fetches attempted.
+    pub fetches: u64,
+    /// Fetches answered 304 Not Modified.
+    pub not_modified: u64,
+    /// Fetches that failed.
+    pub failures: u64,
+    /// Fetches triggered by a token with an unknown kid.
+    pub unknown_kid_refetches: u64,
+    /// Tokens whose kid was rejected without a fetch (cooldown or remembered as unknown).
+    pub rejected_kids: u64,
+}
+
+/// Builds a [`RemoteJwks`].
+#[derive(Debug)]
+#[must_use]
+pub struct RemoteJwksBuilder {
+    url: String,
+    client: Option<reqwest::Client>,
+    config: Config,
+}
+
+impl RemoteJwks {
+    /// A builder for the key set at `url` (`https`, or `http` on loopback only).
+    pub fn builder(url: impl Into<String>) -> RemoteJwksBuilder {
+        RemoteJwksBuilder {
+            url: url.into(),
+            client: None,
+            config: Config {
+                refresh_interval: DEFAULT_REFRESH_INTERVAL,
+                cooldown: DEFAULT_COOLDOWN,
+                timeout: DEFAULT_FETCH_TIMEOUT,
+                max_response_size: DEFAULT_MAX_RESPONSE_SIZE,
+                max_stale: DEFAULT_MAX_STALE,
+            },
+        }
+    }
+
+    /// The URL the keys are fetched from.
+    pub fn url(&self) -> &str {
+        self.inner.url.as_str()
+    }
+
+    /// The current key set, or `None` when none was ever loaded or it is older than
+    /// `max_stale`. Lock-free.
+    pub fn keys(&self) -> Option<Arc<KeySet>> {
+        let loaded = self.inner.current.load_full()?;
+        (loaded.confirmed.elapsed() <= self.inner.config.max_stale).then(|| loaded.keys.clone())
+    }
+
+    /// A snapshot of readiness, age, last error and counters.
+    pub fn health(&self) -> JwksHealth {
+        let inner = &self.inner;
+        let loaded = inner.current.load();
+        let c = &inner.counters;
+        let last_error = inner.lock().last_error.as_ref().map(ToString::to_string);
+        JwksHealth {
+            ready: self.keys().is_some(),
+            keys: loaded.as_ref().map_or(0, |l| l.keys.len()),
+            age: loaded.as_ref().map(|l| l.confirmed.elapsed()),
+            last_error,
+            fetches: c.fetches.load(Ordering::Relaxed),
+            not_modified: c.not_modified.load(Ordering::Relaxed),
+            failures: c.failures.load(Ordering::Relaxed),
+            unknown_kid_refetches: c.unknown_kid_refetches.load(Ordering::Relaxed),
+            rejected_kids: c.rejected_kids.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Fetches now (or joins the fetch under way) and waits for it.
+    pub async fn refresh(&self) -> Result<(), FetchError> {
+        self.inner.fetch_shared(true).await
+    }
+
+    /// A fetch to wait on because a token named `kid` and the set does not have it.
+    ///
+    /// `None` means "reject at once": the kid was already looked for during the
+    /// cooldown, or the cooldown since the last attempt has not passed and no fetch is
+    /// under way to join.
+    pub(crate) fn refetch_for_kid(&self, kid: &str) -> Option<SharedFetch> {
+        let inner = &self.inner;
+        if inner.unknown_kids.contains_key(kid) {
+            inner.counters.rejected_kids.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        let fetch = inner.start_or_join(false);
+        match &fetch {
+            Some(_) => inner.counters.unknown_kid_refetches.fetch_add(1, Ordering::Relaxed),
+            None => inner.counters.rejected_kids.fetch_add(1, Ordering::Relaxed),
+        };
+        fetch
+    }
+
+    /// A fetch to wait on because no keys are loaded; `None` when one may not start yet.
+    pub(crate) fn fetch_for_empty(&self) -> Option<SharedFetch> {
+        self.inner.start_or_join(false)
+    }
+
+    /// Remembers that a fresh set does not hold `kid`, until the cooldown has passed.
+    pub(crate) fn remember_unknown(&self, kid: &str) {
+        self.inner.unknown_kids.insert(kid.into(), ());
+    }
+
+    fn spawn_refresher(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let interval = self.inner.config.refresh_interval;
+        tokio::spawn(refresh_loop(weak, interval));
+    }
+}
+
+/// Refreshes ahead of need with +-10 % jitter; after a failure retries with capped
+/// exponential backoff. Ends when the last `RemoteJwks` handle is gone.
+async fn refresh_loop(weak: Weak<Inner>, interval: Duration) {
+    let mut retry = FIRST_RETRY;
+    let mut delay = jittered(interval);
+    loop {
+        tokio::time::sleep(delay).await;
+        let Some(inner) = weak.upgrade() else { return };
+        let result = inner.fetch_shared(true).await;
+        drop(inner);
+        delay = match result {
+            Ok(()) => {
+                retry = FIRST_RETRY;
+                jittered(interval)
+            }
+            Err(_) => {
+                let wait = jittered(retry);
+                retry = (retry * 2).min(interval);
+                wait
+            }
+        };
+    }
+}
+
+/// `base` scaled by a random factor in [0.9, 1.1], so replicas do not fetch in lockstep.
+fn jittered(base: Duration) -> Duration {
+    let random = RandomState::new().hash_one(Instant::now());
+    let unit = (random >> 11) as f64 / (1u64 << 53) as f64;
+    base.mul_f64(0.9 + 0.2 * unit)
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FetchState> {
+        // A panic while holding this lock cannot leave the state inconsistent in a way
+        // that matters (it holds only hints), so a poisoned lock is used as is.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    async fn fetch_shared(self: &Arc<Self>, force: bool) -> Result<(), FetchError> {
+        match self.start_or_join(force) {
+            Some(fetch) => fetch.await,
+            None => Err(FetchError::new("refetch cooldown in effect")),
+        }
+    }
+
+    /// Joins the fetch under way, or starts one on a spawned task when `force` is set or
+    /// the cooldown since the last attempt has passed.
+    fn start_or_join(self: &Arc<Self>, force: bool) -> Option<SharedFetch> {
+        let mut state = self.lock();
+        if let Some((_, fetch)) = &state.in_flight {
+            return Some(fetch.clone());
+        }
+        let now = Instant::now();
+        let cooling = state
+            .last_attempt
+            .is_some_and(|last| now.duration_since(last) < self.config.cooldown);
+        if cooling && !force {
+            return None;
+        }
+        state.last_attempt = Some(now);
+        state.generation += 1;
+        let generation = state.generation;
+        let inner = self.clone();
+        // Spawned, so that a request that gives up cannot cancel the fetch others wait on.
+        let task = tokio::spawn(async move {
+            let result = inner.fetch().await;
+            inner.finish(generation, &result);
+            result
+        });
+        let fetch = async move {
+            task.await
+                .unwrap_or_else(|e| Err(FetchError::new(format!("fetch task failed: {e}"))))
+        }
+        .boxed()
+        .shared();
+        state.in_flight = Some((generation, fetch.clone()));
+        Some(fetch)
+    }
+
+    fn finish(&self, generation: u64, result: &Result<(), FetchError>) {
+        let mut state = self.lock();
+        if state.in_flight.as_ref().is_some_and(|(g, _)| *g == generation) {
+            state.in_flight = None;
+        }
+        match result {
+            Ok(()) => state.last_error = None,
+            Err(e) => {
+                self.counters.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(url = %self.url, error = %e, "JWKS fetch failed");
+                state.last_error = Some(e.clone());
+            }
+        }
+    }
+
+    async fn fetch(&self) -> Result<(), FetchError> {
+        self.counters.fetches.fetch_add(1, Ordering::Relaxed);
+        let mut request = self.client.get(self.url.clone()).timeout(self.config.timeout);
+        let have_keys = self.current.load().is_some();
+        if have_keys {
+            let state = self.lock();
+            if let Some(etag) = &state.etag {
+                request = request.header(IF_NONE_MATCH, etag.clone());
+            }
+            if let Some(date) = &state.last_modified {
+                request = request.header(IF_MODIFIED_SINCE, date.clone());
+            }
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| FetchError::new(format!("GET {}: {}", self.url, describe(&e))))?;
+        match response.status() {
+            StatusCode::NOT_MODIFIED if have_keys => {
+                self.counters.not_modified.fetch_add(1, Ordering::Relaxed);
+                self.confirm();
+                Ok(())
+            }
+            StatusCode::OK => self.accept(response).await,
+            status => Err(FetchError::new(format!("GET {}: status {status}", self.url))),
+        }
+    }
+
+    fn confirm(&self) {
+        if let Some(loaded) = self.current.load_full() {
+            self.current.store(Some(Arc::new(Loaded {
+                keys: loaded.keys.clone(),
+                confirmed: Instant::now(),
+            })));
+        }
+    }
+
+    async fn accept(&self, response: reqwest::Response) -> Result<(), FetchError> {
+        let etag = response.headers().get(ETAG).cloned();
+        let last_modified = response.headers().get(LAST_MODIFIED).cloned();
+        let body = read_capped(response, self.config.max_response_size)
+            .await
+            .map_err(|e| FetchError::new(format!("GET {}: {e}", self.url)))?;
+        let keys = KeySet::from_jwks(&body)
+            .map_err(|e| FetchError::new(format!("GET {}: {e}", self.url)))?;
+        if keys.is_empty() {
+            // Replacing good keys with nothing would lock every caller out.
+            return Err(FetchError::new(format!("GET {}: no usable signing keys", self.url)));
+        }
+        tracing::debug!(url = %self.url, keys = keys.len(), "JWKS loaded");
+        self.current.store(Some(Arc::new(Loaded {
+            keys: Arc::new(keys),
+            confirmed: Instant::now(),
+        })));
+        self.unknown_kids.invalidate_all();
+        let mut state = self.lock();
+        state.etag = etag;
+        state.last_modified = last_modified;
+        Ok(())
+    }
+}
+
+/// Reads the body, failing as soon as it grows past `cap`.
+async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, String> {
+    if response.content_length().is_some_and(|len| len > cap as u64) {
+        return Err(format!("response larger than {cap} bytes"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e))? {
+        if body.len() + chunk.len() > cap {
+            return Err(format!("response larger than {cap} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A reqwest error with its causes, which carry the useful part ("connection refused").
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = if error.is_timeout() { "timed out".to_string() } else { error.to_string() };
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl RemoteJwksBuilder {
+    /// Refresh interval. Default 5 minutes.
+    pub fn refresh_interval(mut self, interval: Duration) -> Self {
+        self.config.refresh_interval = interval;
+        self
+    }
+
+    /// Minimum time between fetches caused by unknown kids. Default 30 s.
+    pub fn cooldown(mut self, cooldown: Duration) -> Self {
+        self.config.cooldown = cooldown;
+        self
+    }
+
+    /// Overall time limit of one fetch. Default 5 s.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeout = timeout;
+        self
+    }
+
+    /// Largest JWKS document accepted. Default 1 MiB.
+    pub fn max_response_size(mut self, bytes: usize) -> Self {
+        self.config.max_response_size = bytes;
+        self
+    }
+
+    /// How long the last good set is served while the provider is unreachable.
+    /// Default 24 h; after that requests get 503.
+    pub fn max_stale(mut self, max_stale: Duration) -> Self {
+        self.config.max_stale = max_stale;
+        self
+    }
+
+    /// The HTTP client for every fetch. The default client follows no redirects and
+    /// uses rustls; a custom client is used as configured.
+    pub fn client(mut self, client: reqwest::Client) -> Self {
+        self.client = Some(client);
+        self
+    }
+
+    /// Fetches the keys once and starts the background refresher; fails with a message
+    /// naming the URL and the cause when the first fetch fails.
+    pub async fn build(self) -> Result<RemoteJwks, BuildError> {
+        let jwks = self.lazy().map_err(BuildError::Config)?;
+        jwks.refresh().await.map_err(BuildError::Fetch)?;
+        Ok(jwks)
+    }
+
+    /// Starts without keys: requests get 503 until the first fetch succeeds. The
+    /// refresher starts at once. Must be called within a tokio runtime.
+    pub fn lazy(self) -> Result<RemoteJwks, ConfigError> {
+        let url = check_url(&self.url)?;
+        let c = &self.config;
+        if c.refresh_interval.is_zero() || c.timeout.is_zero() || c.max_response_size == 0 {
+            return Err(ConfigError::Invalid(
+                "refresh interval, timeout and response size must be positive".into(),
+            ));
+        }
+        crate::crypto::ensure_provider();
+        let client = match self.client {
+            Some(client) => client,
+            None => default_client()?,
+        };
+        let unknown_kids = moka::sync::Cache::builder()
+            .max_capacity(UNKNOWN_KID_CAPACITY)
+            .time_to_live(self.config.cooldown.max(Duration::from_millis(1)))
+            .build();
+        let jwks = RemoteJwks {
+            inner: Arc::new(Inner {
+                url,
+                client,
+                config: self.config,
+                current: ArcSwapOption::empty(),
+                state: Mutex::new(FetchState::default()),
+                unknown_kids,
+                counters: Counters::default(),
+            }),
+        };
+        jwks.spawn_refresher();
+        Ok(jwks)
+    }
+}
+
+fn default_client() -> Result<reqwest::Client, ConfigError> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("tower-jwt-auth/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| ConfigError::Invalid(format!("HTTP client: {e}")))
+}
+
+/// `https`, or `http` to a loopback host (tests and sidecars).
+pub(crate) fn check_url(url: &str) -> Result<reqwest::Url, ConfigError> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| ConfigError::Url(format!("{url}: {e}")))?;
+    let loopback = match parsed.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    };
+    match parsed.scheme() {
+        "https" => Ok(parsed),
+        "http" if loopback => Ok(parsed),
+        _ => Err(ConfigError::Url(format!(
+            "{url}: must be https (plain http only to a loopback address)"
+        ))),
+    }
+}
+
+/// Why `RemoteJwksBuilder::build` failed.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The configuration is unusable.
+    Config(ConfigError),
+    /// The first fetch failed.
+    Fetch(FetchError),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Config(e) => write!(f, "JWKS configuration: {e}"),
+            Self::Fetch(e) => write!(f, "initial JWKS fetch failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Config(e) => Some(e),
+            Self::Fetch(e) => Some(e),
+        }
+    }
+}
