@@ -19,7 +19,7 @@ use crate::{JsonClaims, Verifier};
 /// use tower_jwt_auth::{JwtAuthLayer, KeySet, Verifier};
 /// let keys = KeySet::from_jwks(br#"{"keys": []}"#).unwrap();
 /// let verifier = Verifier::builder().issuer("https://issuer.example").build().unwrap();
-/// let layer: JwtAuthLayer = JwtAuthLayer::new(verifier, keys).realm("orders");
+/// let layer = JwtAuthLayer::new(verifier, keys).realm("orders");
 /// # let _ = layer;
 /// ```
 pub struct JwtAuthLayer<C = JsonClaims> {
@@ -27,12 +27,35 @@ pub struct JwtAuthLayer<C = JsonClaims> {
     _claims: PhantomData<fn() -> C>,
 }
 
-impl<C> JwtAuthLayer<C> {
+impl JwtAuthLayer {
     /// A layer verifying tokens with `verifier` against the keys of `keys` (a
     /// [`RemoteJwks`](crate::RemoteJwks) or a fixed [`KeySet`](crate::KeySet)).
+    ///
+    /// Handlers get the claims as [`JsonClaims`]; call [`claims`](Self::claims) to
+    /// deserialize them into a type of your own instead.
     pub fn new(verifier: Verifier, keys: impl Into<KeySource>) -> Self {
         Self {
             shared: Arc::new(Shared::new(verifier, keys.into())),
+            _claims: PhantomData,
+        }
+    }
+}
+
+impl<C> JwtAuthLayer<C> {
+    /// Deserializes verified claims into `D`; a token whose claims do not fit `D` is
+    /// rejected (401, "claims do not have the expected shape").
+    ///
+    /// ```
+    /// use tower_jwt_auth::{JwtAuthLayer, KeySet, Verifier};
+    /// #[derive(Clone, serde::Deserialize)]
+    /// struct MyClaims { sub: String, scope: String }
+    /// let keys = KeySet::from_jwks(br#"{"keys": []}"#).unwrap();
+    /// let layer = JwtAuthLayer::new(Verifier::builder().build().unwrap(), keys).claims::<MyClaims>();
+    /// # let _ = layer;
+    /// ```
+    pub fn claims<D>(self) -> JwtAuthLayer<D> {
+        JwtAuthLayer {
+            shared: self.shared,
             _claims: PhantomData,
         }
     }
