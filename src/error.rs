@@ -137,6 +137,37 @@ impl AuthError {
         }
     }
 
+    /// Every [`reason`](Self::reason) label, in a fixed order.
+    pub const REASONS: [&'static str; 22] = [
+        "missing_token",
+        "multiple_authorization_headers",
+        "malformed_authorization_header",
+        "token_too_large",
+        "malformed",
+        "encrypted",
+        "algorithm_not_allowed",
+        "unsupported_crit",
+        "unknown_kid",
+        "no_matching_key",
+        "ambiguous_key",
+        "invalid_signature",
+        "missing_claim",
+        "invalid_claim",
+        "expired",
+        "not_yet_valid",
+        "issued_in_future",
+        "wrong_issuer",
+        "wrong_audience",
+        "claims_shape",
+        "insufficient_scope",
+        "keys_unavailable",
+    ];
+
+    pub(crate) fn reason_index(&self) -> usize {
+        let reason = self.reason();
+        Self::REASONS.iter().position(|r| *r == reason).unwrap_or(0)
+    }
+
     /// Renders the RFC 6750 response: status, `WWW-Authenticate`, a JSON body and, for
     /// 503, `Retry-After`. The error itself goes into the response's extensions.
     ///

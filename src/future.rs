@@ -34,15 +34,23 @@ pin_project! {
 
 impl<F, B> ResponseFuture<F, B> {
     pub(crate) fn inner(future: F) -> Self {
-        Self { state: State::Inner { future } }
+        Self {
+            state: State::Inner { future },
+        }
     }
 
     pub(crate) fn rejected(response: Response<B>) -> Self {
-        Self { state: State::Rejected { response: Some(response) } }
+        Self {
+            state: State::Rejected {
+                response: Some(response),
+            },
+        }
     }
 
     pub(crate) fn waiting(future: BoxFuture<'static, AfterKeys<F, B>>) -> Self {
-        Self { state: State::Waiting { future } }
+        Self {
+            state: State::Waiting { future },
+        }
     }
 }
 
@@ -57,13 +65,17 @@ where
             let next = match self.as_mut().project().state.project() {
                 StateProj::Inner { future } => return future.poll(cx),
                 StateProj::Rejected { response } => {
-                    return Poll::Ready(Ok(response.take().expect("ResponseFuture polled after completion")));
+                    return Poll::Ready(Ok(response
+                        .take()
+                        .expect("ResponseFuture polled after completion")));
                 }
                 StateProj::Waiting { future } => ready!(future.as_mut().poll(cx)),
             };
             match next {
                 Ok(future) => self.as_mut().project().state.set(State::Inner { future }),
-                Err(response) => self.as_mut().project().state.set(State::Rejected { response: Some(response) }),
+                Err(response) => self.as_mut().project().state.set(State::Rejected {
+                    response: Some(response),
+                }),
             }
         }
     }

@@ -228,11 +228,7 @@ impl KeySet {
     /// assert_eq!(set.len(), 1);
     /// assert!(KeySet::from_hmac_secret(None, Algorithm::HS256, b"short").is_err());
     /// ```
-    pub fn from_hmac_secret(
-        kid: Option<&str>,
-        alg: Algorithm,
-        secret: &[u8],
-    ) -> Result<Self, KeySetError> {
+    pub fn from_hmac_secret(kid: Option<&str>, alg: Algorithm, secret: &[u8]) -> Result<Self, KeySetError> {
         let min_len = match alg {
             Algorithm::HS256 => 32,
             Algorithm::HS384 => 48,
@@ -252,8 +248,7 @@ impl KeySet {
             x5t: None,
             x5t_s256: None,
             material: secret.into(),
-            key: DecodingKey::from_secret(secret)
-                .map_err(|e| KeySetError::InvalidKey(e.to_string()))?,
+            key: DecodingKey::from_secret(secret).map_err(|e| KeySetError::InvalidKey(e.to_string()))?,
         });
         Ok(set)
     }
@@ -316,10 +311,9 @@ impl KeySet {
     }
 
     fn push(&mut self, key: VerifyingKey) {
-        let duplicate = self
-            .keys
-            .iter()
-            .any(|k| k.kid == key.kid && k.kind == key.kind && k.alg == key.alg && k.material == key.material);
+        let duplicate = self.keys.iter().any(|k| {
+            k.kid == key.kid && k.kind == key.kind && k.alg == key.alg && k.material == key.material
+        });
         if duplicate {
             tracing::debug!(kid = ?key.kid, "dropping exact duplicate JWK");
             return;
@@ -344,12 +338,17 @@ fn kid_of(raw: &RawValue) -> Option<String> {
     struct KidOnly {
         kid: Option<String>,
     }
-    serde_json::from_str::<KidOnly>(raw.get()).ok().and_then(|k| k.kid)
+    serde_json::from_str::<KidOnly>(raw.get())
+        .ok()
+        .and_then(|k| k.kid)
 }
 
 fn parse_jwk(jwk: RawJwk) -> Result<VerifyingKey, String> {
     if jwk.use_.as_deref().is_some_and(|u| u != "sig") {
-        return Err(format!("use is {:?}, not \"sig\"", jwk.use_.as_deref().unwrap_or_default()));
+        return Err(format!(
+            "use is {:?}, not \"sig\"",
+            jwk.use_.as_deref().unwrap_or_default()
+        ));
     }
     if let Some(ops) = &jwk.key_ops
         && !ops.iter().any(|op| op == "verify")
@@ -392,7 +391,9 @@ fn parse_jwk(jwk: RawJwk) -> Result<VerifyingKey, String> {
 }
 
 fn member(value: &Option<String>, name: &str) -> Result<Vec<u8>, String> {
-    let text = value.as_deref().ok_or_else(|| format!("missing member {name:?}"))?;
+    let text = value
+        .as_deref()
+        .ok_or_else(|| format!("missing member {name:?}"))?;
     URL_SAFE_NO_PAD
         .decode(text)
         .map_err(|_| format!("member {name:?} is not base64url"))
@@ -405,9 +406,13 @@ fn rsa_key(jwk: &RawJwk) -> Result<Parsed, String> {
     let e = member(&jwk.e, "e")?;
     let n = strip_leading_zeros(&n);
     let e = strip_leading_zeros(&e);
-    let bits = n.first().map_or(0, |top| n.len() * 8 - top.leading_zeros() as usize);
+    let bits = n
+        .first()
+        .map_or(0, |top| n.len() * 8 - top.leading_zeros() as usize);
     if !(MIN_RSA_BITS..=MAX_RSA_BITS).contains(&bits) {
-        return Err(format!("RSA modulus of {bits} bits (accepted: {MIN_RSA_BITS} to {MAX_RSA_BITS})"));
+        return Err(format!(
+            "RSA modulus of {bits} bits (accepted: {MIN_RSA_BITS} to {MAX_RSA_BITS})"
+        ));
     }
     let exponent_ok = e.len() <= 4
         && e.last().is_some_and(|low| low & 1 == 1)

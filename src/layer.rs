@@ -87,7 +87,9 @@ impl<C> Clone for JwtAuthLayer<C> {
 
 impl<C> fmt::Debug for JwtAuthLayer<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("JwtAuthLayer").field("shared", &self.shared).finish()
+        f.debug_struct("JwtAuthLayer")
+            .field("shared", &self.shared)
+            .finish()
     }
 }
 

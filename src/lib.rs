@@ -64,6 +64,7 @@
 //! | `aws-lc-rs` | yes | jsonwebtoken's aws-lc-rs crypto backend |
 //! | `rust-crypto` | no | jsonwebtoken's RustCrypto backend instead |
 //! | `axum` | no | `Claims<C>` as an axum 0.8 extractor |
+//! | `metrics` | no | counters through the `metrics` facade (`jwks_fetches_total`, `jwt_tokens_total`, ...) |
 
 #[cfg(not(any(feature = "aws-lc-rs", feature = "rust-crypto")))]
 compile_error!("enable one crypto backend: feature `aws-lc-rs` (default) or `rust-crypto`");
@@ -79,7 +80,9 @@ mod jwks;
 mod keys;
 mod layer;
 mod service;
+mod sign;
 mod source;
+mod telemetry;
 mod token;
 mod verify;
 
@@ -88,12 +91,14 @@ pub use claims::{Claims, JsonClaims};
 pub use error::AuthError;
 pub use future::ResponseFuture;
 pub use jwks::{
-    BuildError, DEFAULT_COOLDOWN, DEFAULT_FETCH_TIMEOUT, DEFAULT_MAX_RESPONSE_SIZE, DEFAULT_MAX_STALE,
-    DEFAULT_REFRESH_INTERVAL, FetchError, JwksHealth, RemoteJwks, RemoteJwksBuilder,
+    BuildError, DEFAULT_COOLDOWN, DEFAULT_FETCH_TIMEOUT, DEFAULT_MAX_REFRESH, DEFAULT_MAX_RESPONSE_SIZE,
+    DEFAULT_MAX_STALE, DEFAULT_MIN_REFRESH, DEFAULT_REFRESH_INTERVAL, FetchError, JwksHealth, RemoteJwks,
+    RemoteJwksBuilder,
 };
 pub use keys::{KeySet, KeySetError, SkippedKey};
 pub use layer::JwtAuthLayer;
 pub use service::JwtAuth;
+pub use sign::{SignError, SigningKey};
 pub use source::KeySource;
 pub use verify::{
     Clock, ConfigError, DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_LEN, Verified, VerifiedToken, Verifier,

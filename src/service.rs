@@ -52,7 +52,9 @@ enum Check<C> {
     Anonymous,
     Rejected(AuthError),
     /// The keys may be about to change: wait for this fetch, then look again.
-    Wait(futures_util::future::Shared<futures_util::future::BoxFuture<'static, Result<(), crate::FetchError>>>),
+    Wait(
+        futures_util::future::Shared<futures_util::future::BoxFuture<'static, Result<(), crate::FetchError>>>,
+    ),
 }
 
 impl Shared {
@@ -102,8 +104,27 @@ impl Shared {
     }
 
     fn reject<B: From<String>>(&self, error: &AuthError) -> Response<B> {
-        tracing::debug!(reason = error.reason(), status = error.status().as_u16(), "request rejected");
+        tracing::debug!(
+            reason = error.reason(),
+            status = error.status().as_u16(),
+            "request rejected"
+        );
+        self.record(Err(error));
         error.to_response(&self.realm)
+    }
+
+    fn accept<C: Clone + Send + Sync + 'static, B>(&self, req: &mut Request<B>, verified: Verified<C>) {
+        self.record(Ok(()));
+        let extensions = req.extensions_mut();
+        extensions.insert(Claims(verified.claims));
+        extensions.insert(verified.token);
+    }
+
+    fn record(&self, result: Result<(), &AuthError>) {
+        match &self.keys.0 {
+            Source::Remote(remote) => remote.record_token(result),
+            Source::Fixed(_) => crate::telemetry::token_metric(result),
+        }
     }
 }
 
@@ -114,15 +135,6 @@ impl<C> From<Result<Verified<C>, AuthError>> for Check<C> {
             Err(e) => Check::Rejected(e),
         }
     }
-}
-
-fn insert<C, B>(req: &mut Request<B>, verified: Verified<C>)
-where
-    C: Clone + Send + Sync + 'static,
-{
-    let extensions = req.extensions_mut();
-    extensions.insert(Claims(verified.claims));
-    extensions.insert(verified.token);
 }
 
 impl<S, C> JwtAuth<S, C> {
@@ -179,7 +191,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         match self.shared.check::<C>(req.headers(), true) {
             Check::Verified(verified) => {
-                insert(&mut req, verified);
+                self.shared.accept(&mut req, verified);
                 ResponseFuture::inner(inner.call(req))
             }
             Check::Anonymous => ResponseFuture::inner(inner.call(req)),
@@ -193,7 +205,7 @@ where
                         let _ = fetch.await;
                         match shared.check::<C>(req.headers(), false) {
                             Check::Verified(verified) => {
-                                insert(&mut req, verified);
+                                shared.accept(&mut req, verified);
                                 Ok(inner.call(req))
                             }
                             Check::Anonymous => Ok(inner.call(req)),

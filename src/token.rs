@@ -78,12 +78,22 @@ mod tests {
     #[test]
     fn two_headers_are_an_invalid_request() {
         let two = headers(&["Bearer a.b.c", "Bearer d.e.f"]);
-        assert_eq!(bearer_token(&two, 100), Err(AuthError::MultipleAuthorizationHeaders));
+        assert_eq!(
+            bearer_token(&two, 100),
+            Err(AuthError::MultipleAuthorizationHeaders)
+        );
     }
 
     #[test]
     fn empty_or_non_token68_tokens_are_malformed() {
-        for v in ["Bearer", "Bearer ", "Bearer  a.b.c", "Bearer a.b c", "Bearer a,b", "Bearer ==="] {
+        for v in [
+            "Bearer",
+            "Bearer ",
+            "Bearer  a.b.c",
+            "Bearer a.b c",
+            "Bearer a,b",
+            "Bearer ===",
+        ] {
             assert_eq!(
                 bearer_token(&headers(&[v]), 100),
                 Err(AuthError::MalformedAuthorizationHeader),
@@ -95,6 +105,9 @@ mod tests {
     #[test]
     fn oversized_tokens_are_refused_by_length() {
         let long = format!("Bearer {}", "a".repeat(101));
-        assert_eq!(bearer_token(&headers(&[&long]), 100), Err(AuthError::TokenTooLarge));
+        assert_eq!(
+            bearer_token(&headers(&[&long]), 100),
+            Err(AuthError::TokenTooLarge)
+        );
     }
 }

@@ -11,8 +11,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use crate::alg::AlgorithmSet;
@@ -251,27 +251,48 @@ struct Header<'a> {
     x5t: Option<Cow<'a, str>>,
     #[serde(borrow, default, rename = "x5t#S256")]
     x5t_s256: Option<Cow<'a, str>>,
-    #[serde(default)]
-    crit: Option<IgnoredAny>,
-    #[serde(default)]
-    enc: Option<IgnoredAny>,
+    /// Present at all, whatever the value (`"crit": null` included).
+    #[serde(default, deserialize_with = "present")]
+    crit: bool,
+    #[serde(default, deserialize_with = "present")]
+    enc: bool,
 }
 
-/// The registered claims, kept raw so each gets a precise error.
+/// The registered claims, kept raw so each gets a precise error. A member that is
+/// present is `Some`, even when its value is `null` (which is then an invalid claim).
 #[derive(Deserialize)]
 struct Registered<'a> {
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "raw")]
     exp: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "raw")]
     nbf: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "raw")]
     iat: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "raw")]
     iss: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "raw")]
     sub: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "raw")]
     aud: Option<&'a RawValue>,
+}
+
+/// A present member's raw JSON; unlike a plain `Option`, `null` is not read as absent.
+fn raw<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(deserializer).map(Some)
+}
+
+/// True for a member that is present, whatever its value (`null` included).
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+    IgnoredAny::deserialize(deserializer).map(|_| true)
+}
+
+/// Reads a JSON object into `T`. serde's derived structs also accept a JSON array
+/// (fields by position), but a JOSE header and a JWT claims set are objects only.
+fn json_object<'a, T: Deserialize<'a>>(json: &'a [u8]) -> Option<T> {
+    if json.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
+    serde_json::from_slice(json).ok()
 }
 
 #[derive(Deserialize)]
@@ -298,7 +319,8 @@ impl Verifier {
     /// use tower_jwt_auth::{AuthError, KeySet, Verifier};
     /// let keys = KeySet::from_jwks(br#"{"keys": []}"#).unwrap();
     /// let verifier = Verifier::builder().build().unwrap();
-    /// let err = verifier.verify::<serde_json::Value>("e30.e30.sig", &keys).unwrap_err();
+    /// // {"alg":"none"}
+    /// let err = verifier.verify::<serde_json::Value>("eyJhbGciOiJub25lIn0.e30.sig", &keys).unwrap_err();
     /// assert_eq!(err, AuthError::AlgorithmNotAllowed);
     /// ```
     pub fn verify<C: DeserializeOwned>(&self, token: &str, keys: &KeySet) -> Result<Verified<C>, AuthError> {
@@ -311,7 +333,10 @@ impl Verifier {
     /// For JWS payloads that are not JWT claims (test vectors, signed documents).
     pub fn verify_signature(&self, token: &str, keys: &KeySet) -> Result<(), AuthError> {
         let parsed = self.parse(token)?;
-        self.check_signature(&parsed, keys).map(drop)
+        self.check_signature(&parsed, keys)?;
+        // The signature covers the payload segment as sent, so a segment that is not
+        // base64url can carry a valid signature: the JWS is still malformed (as in `verify`).
+        decode_segment(parsed.payload, "payload").map(drop)
     }
 
     /// Splits the token and reads its header. No key is needed yet.
@@ -320,7 +345,8 @@ impl Verifier {
             return Err(AuthError::TokenTooLarge);
         }
         let mut parts = token.split('.');
-        let (Some(header), Some(payload), Some(signature)) = (parts.next(), parts.next(), parts.next()) else {
+        let (Some(header), Some(payload), Some(signature)) = (parts.next(), parts.next(), parts.next())
+        else {
             return Err(AuthError::Malformed("expected three segments"));
         };
         match parts.count() {
@@ -330,16 +356,19 @@ impl Verifier {
         }
         let message = &token[..header.len() + 1 + payload.len()];
         let header_json = decode_segment(header, "header")?;
-        let h: Header<'_> = serde_json::from_slice(&header_json)
-            .map_err(|_| AuthError::Malformed("header is not a JOSE header"))?;
-        if h.enc.is_some() {
+        let h: Header<'_> =
+            json_object(&header_json).ok_or(AuthError::Malformed("header is not a JOSE header"))?;
+        if h.enc {
             return Err(AuthError::Encrypted);
         }
-        let alg = h.alg.parse::<Algorithm>().map_err(|_| AuthError::AlgorithmNotAllowed)?;
+        let alg = h
+            .alg
+            .parse::<Algorithm>()
+            .map_err(|_| AuthError::AlgorithmNotAllowed)?;
         if !self.config.algorithms.contains(alg) {
             return Err(AuthError::AlgorithmNotAllowed);
         }
-        if h.crit.is_some() {
+        if h.crit {
             return Err(AuthError::UnsupportedCritical);
         }
         // The header was decoded into a temporary buffer; keep only what outlives it.
@@ -389,9 +418,14 @@ impl Verifier {
         Err(AuthError::InvalidSignature)
     }
 
-    fn check_claims(&self, payload: &[u8], alg: Algorithm, kid: Option<Arc<str>>) -> Result<VerifiedToken, AuthError> {
+    fn check_claims(
+        &self,
+        payload: &[u8],
+        alg: Algorithm,
+        kid: Option<Arc<str>>,
+    ) -> Result<VerifiedToken, AuthError> {
         let reg: Registered<'_> =
-            serde_json::from_slice(payload).map_err(|_| AuthError::Malformed("claims are not a JSON object"))?;
+            json_object(payload).ok_or(AuthError::Malformed("claims are not a JSON object"))?;
         let now = self.now();
         let leeway = self.config.leeway;
         let exp = numeric_date(reg.exp, "exp")?.ok_or(AuthError::MissingClaim("exp"))?;
@@ -411,15 +445,26 @@ impl Verifier {
         let iss = self.check_issuer(reg.iss)?;
         self.check_audience(reg.aud)?;
         let sub = match reg.sub {
-            Some(raw) => Some(serde_json::from_str::<String>(raw.get()).map_err(|_| AuthError::InvalidClaim("sub"))?),
+            Some(raw) => {
+                Some(serde_json::from_str::<String>(raw.get()).map_err(|_| AuthError::InvalidClaim("sub"))?)
+            }
             None => None,
         };
-        Ok(VerifiedToken { kid, alg, iss, sub, exp: Some(exp) })
+        Ok(VerifiedToken {
+            kid,
+            alg,
+            iss,
+            sub,
+            exp: Some(exp),
+        })
     }
 
     fn check_issuer(&self, raw: Option<&RawValue>) -> Result<Option<Arc<str>>, AuthError> {
         let iss = match raw {
-            Some(raw) => Some(serde_json::from_str::<Cow<'_, str>>(raw.get()).map_err(|_| AuthError::InvalidClaim("iss"))?),
+            Some(raw) => Some(
+                serde_json::from_str::<Cow<'_, str>>(raw.get())
+                    .map_err(|_| AuthError::InvalidClaim("iss"))?,
+            ),
             None => None,
         };
         let issuers = &self.config.issuers;
@@ -438,7 +483,10 @@ impl Verifier {
 
     fn check_audience(&self, raw: Option<&RawValue>) -> Result<(), AuthError> {
         let aud = match raw {
-            Some(raw) => Some(serde_json::from_str::<Audience<'_>>(raw.get()).map_err(|_| AuthError::InvalidClaim("aud"))?),
+            Some(raw) => Some(
+                serde_json::from_str::<Audience<'_>>(raw.get())
+                    .map_err(|_| AuthError::InvalidClaim("aud"))?,
+            ),
             None => None,
         };
         let accepted = &self.config.audiences;
@@ -455,7 +503,11 @@ impl Verifier {
     }
 
     fn now(&self) -> f64 {
-        let now = self.config.clock.as_ref().map_or_else(SystemTime::now, |clock| clock());
+        let now = self
+            .config
+            .clock
+            .as_ref()
+            .map_or_else(SystemTime::now, |clock| clock());
         now.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
     }
 }

@@ -1,9 +1,10 @@
 //! `RemoteJwks`: a key set fetched over HTTP, cached, refreshed in the background, and
 //! refetched (rate limited, coalesced) when a token names a kid we have not seen.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -13,11 +14,17 @@ use http::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
 use http::{HeaderValue, StatusCode};
 use tokio::time::Instant;
 
+use crate::AuthError;
 use crate::keys::KeySet;
+use crate::telemetry::{self, Counters, Fetch};
 use crate::verify::ConfigError;
 
 /// Refresh interval when the provider sends no cache headers (Nimbus uses 5 min).
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(300);
+/// Lower bound on a provider's `Cache-Control: max-age` (and what `no-cache` means).
+pub const DEFAULT_MIN_REFRESH: Duration = Duration::from_secs(60);
+/// Upper bound on a provider's `Cache-Control: max-age`.
+pub const DEFAULT_MAX_REFRESH: Duration = Duration::from_secs(24 * 3600);
 /// Minimum time between two fetches triggered by unknown kids.
 pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(30);
 /// Overall limit on one fetch, connect to last byte.
@@ -80,6 +87,8 @@ impl fmt::Debug for RemoteJwks {
 #[derive(Debug, Clone)]
 struct Config {
     refresh_interval: Duration,
+    min_refresh: Duration,
+    max_refresh: Duration,
     cooldown: Duration,
     timeout: Duration,
     max_response_size: usize,
@@ -93,8 +102,9 @@ struct Inner {
     /// The last good set; read without locks on every request.
     current: ArcSwapOption<Loaded>,
     state: Mutex<FetchState>,
-    /// Kids that a fetch did not find, rejected at once until the cooldown has passed.
-    unknown_kids: moka::sync::Cache<Box<str>, ()>,
+    /// Kids that a fetch did not find, with when: rejected at once until the cooldown
+    /// has passed. moka bounds the memory; the tokio instant keeps time testable.
+    unknown_kids: moka::sync::Cache<Box<str>, Instant>,
     counters: Counters,
 }
 
@@ -112,18 +122,11 @@ struct FetchState {
     etag: Option<HeaderValue>,
     last_modified: Option<HeaderValue>,
     last_error: Option<FetchError>,
+    /// How long the provider said the current set stays fresh (clamped).
+    ttl: Option<Duration>,
 }
 
 type SharedFetch = Shared<BoxFuture<'static, Result<(), FetchError>>>;
-
-#[derive(Default)]
-struct Counters {
-    fetches: AtomicU64,
-    not_modified: AtomicU64,
-    failures: AtomicU64,
-    unknown_kid_refetches: AtomicU64,
-    rejected_kids: AtomicU64,
-}
 
 /// A snapshot of a [`RemoteJwks`]'s state, for readiness probes and dashboards.
 #[derive(Debug, Clone, PartialEq)]
@@ -147,6 +150,10 @@ pub struct JwksHealth {
     pub unknown_kid_refetches: u64,
     /// Tokens whose kid was rejected without a fetch (cooldown or remembered as unknown).
     pub rejected_kids: u64,
+    /// Tokens accepted by layers using this key source.
+    pub tokens_accepted: u64,
+    /// Tokens rejected by layers using this key source, by [`AuthError::reason`].
+    pub tokens_rejected: BTreeMap<&'static str, u64>,
 }
 
 /// Builds a [`RemoteJwks`].
@@ -166,6 +173,8 @@ impl RemoteJwks {
             client: None,
             config: Config {
                 refresh_interval: DEFAULT_REFRESH_INTERVAL,
+                min_refresh: DEFAULT_MIN_REFRESH,
+                max_refresh: DEFAULT_MAX_REFRESH,
                 cooldown: DEFAULT_COOLDOWN,
                 timeout: DEFAULT_FETCH_TIMEOUT,
                 max_response_size: DEFAULT_MAX_RESPONSE_SIZE,
@@ -202,6 +211,8 @@ impl RemoteJwks {
             failures: c.failures.load(Ordering::Relaxed),
             unknown_kid_refetches: c.unknown_kid_refetches.load(Ordering::Relaxed),
             rejected_kids: c.rejected_kids.load(Ordering::Relaxed),
+            tokens_accepted: c.tokens_accepted.load(Ordering::Relaxed),
+            tokens_rejected: c.rejected(),
         }
     }
 
@@ -217,15 +228,16 @@ impl RemoteJwks {
     /// under way to join.
     pub(crate) fn refetch_for_kid(&self, kid: &str) -> Option<SharedFetch> {
         let inner = &self.inner;
-        if inner.unknown_kids.contains_key(kid) {
-            inner.counters.rejected_kids.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        let fetch = inner.start_or_join(false);
-        match &fetch {
-            Some(_) => inner.counters.unknown_kid_refetches.fetch_add(1, Ordering::Relaxed),
-            None => inner.counters.rejected_kids.fetch_add(1, Ordering::Relaxed),
+        let remembered = inner
+            .unknown_kids
+            .get(kid)
+            .is_some_and(|since| since.elapsed() < inner.config.cooldown);
+        let fetch = if remembered {
+            None
+        } else {
+            inner.start_or_join(false)
         };
+        inner.counters.unknown_kid(fetch.is_some());
         fetch
     }
 
@@ -236,48 +248,72 @@ impl RemoteJwks {
 
     /// Remembers that a fresh set does not hold `kid`, until the cooldown has passed.
     pub(crate) fn remember_unknown(&self, kid: &str) {
-        self.inner.unknown_kids.insert(kid.into(), ());
+        self.inner.unknown_kids.insert(kid.into(), Instant::now());
     }
 
-    fn spawn_refresher(&self) {
+    /// Counts a token judged by a layer using this source.
+    pub(crate) fn record_token(&self, result: Result<(), &AuthError>) {
+        self.inner.counters.token(result);
+    }
+
+    fn spawn_refresher(&self, first_delay: Duration) {
         let weak = Arc::downgrade(&self.inner);
-        let interval = self.inner.config.refresh_interval;
-        tokio::spawn(refresh_loop(weak, interval));
+        // The deadline counts from now, not from when the task first runs.
+        tokio::spawn(refresh_loop(weak, Instant::now() + first_delay));
     }
 }
 
-/// Refreshes ahead of need with +-10 % jitter; after a failure retries with capped
-/// exponential backoff. Ends when the last `RemoteJwks` handle is gone.
-async fn refresh_loop(weak: Weak<Inner>, interval: Duration) {
+/// Refreshes ahead of expiry with jitter; after a failure retries with exponential
+/// backoff capped at the refresh interval. Ends when the last `RemoteJwks` is dropped.
+async fn refresh_loop(weak: Weak<Inner>, first: Instant) {
     let mut retry = FIRST_RETRY;
-    let mut delay = jittered(interval);
+    tokio::time::sleep_until(first).await;
     loop {
-        tokio::time::sleep(delay).await;
         let Some(inner) = weak.upgrade() else { return };
-        let result = inner.fetch_shared(true).await;
-        drop(inner);
-        delay = match result {
+        let delay = match inner.fetch_shared(true).await {
             Ok(()) => {
                 retry = FIRST_RETRY;
-                jittered(interval)
+                inner.next_refresh()
             }
             Err(_) => {
                 let wait = jittered(retry);
-                retry = (retry * 2).min(interval);
+                retry = (retry * 2).min(inner.config.refresh_interval);
                 wait
             }
         };
+        drop(inner);
+        tokio::time::sleep(delay).await;
     }
 }
 
 /// `base` scaled by a random factor in [0.9, 1.1], so replicas do not fetch in lockstep.
-fn jittered(base: Duration) -> Duration {
+pub(crate) fn jittered(base: Duration) -> Duration {
     let random = RandomState::new().hash_one(Instant::now());
     let unit = (random >> 11) as f64 / (1u64 << 53) as f64;
     base.mul_f64(0.9 + 0.2 * unit)
 }
 
 impl Inner {
+    /// When the background refresher fetches next: at 90 % of the set's freshness
+    /// lifetime, +-10 %, so the refresh lands before expiry and replicas spread out.
+    fn next_refresh(&self) -> Duration {
+        let ttl = self.lock().ttl.unwrap_or(self.config.refresh_interval);
+        jittered(ttl.mul_f64(0.9))
+    }
+
+    /// The freshness lifetime the provider asks for, clamped to the configured bounds:
+    /// `max-age`, the minimum for `no-cache`/`no-store`, the interval without headers.
+    fn freshness(&self, headers: &http::HeaderMap) -> Duration {
+        use headers::{CacheControl, HeaderMapExt};
+        let c = &self.config;
+        let asked = match headers.typed_get::<CacheControl>() {
+            Some(cc) if cc.no_store() || cc.no_cache() => c.min_refresh,
+            Some(cc) => cc.max_age().unwrap_or(c.refresh_interval),
+            None => c.refresh_interval,
+        };
+        asked.clamp(c.min_refresh, c.max_refresh)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, FetchState> {
         // A panic while holding this lock cannot leave the state inconsistent in a way
         // that matters (it holds only hints), so a poisoned lock is used as is.
@@ -333,7 +369,7 @@ impl Inner {
         match result {
             Ok(()) => state.last_error = None,
             Err(e) => {
-                self.counters.failures.fetch_add(1, Ordering::Relaxed);
+                self.counters.fetch(self.url.as_str(), Fetch::Failed);
                 tracing::warn!(url = %self.url, error = %e, "JWKS fetch failed");
                 state.last_error = Some(e.clone());
             }
@@ -341,7 +377,6 @@ impl Inner {
     }
 
     async fn fetch(&self) -> Result<(), FetchError> {
-        self.counters.fetches.fetch_add(1, Ordering::Relaxed);
         let mut request = self.client.get(self.url.clone()).timeout(self.config.timeout);
         let have_keys = self.current.load().is_some();
         if have_keys {
@@ -359,8 +394,10 @@ impl Inner {
             .map_err(|e| FetchError::new(format!("GET {}: {}", self.url, describe(&e))))?;
         match response.status() {
             StatusCode::NOT_MODIFIED if have_keys => {
-                self.counters.not_modified.fetch_add(1, Ordering::Relaxed);
+                self.counters.fetch(self.url.as_str(), Fetch::NotModified);
+                let ttl = self.freshness(response.headers());
                 self.confirm();
+                self.lock().ttl = Some(ttl);
                 Ok(())
             }
             StatusCode::OK => self.accept(response).await,
@@ -380,16 +417,21 @@ impl Inner {
     async fn accept(&self, response: reqwest::Response) -> Result<(), FetchError> {
         let etag = response.headers().get(ETAG).cloned();
         let last_modified = response.headers().get(LAST_MODIFIED).cloned();
+        let ttl = self.freshness(response.headers());
         let body = read_capped(response, self.config.max_response_size)
             .await
             .map_err(|e| FetchError::new(format!("GET {}: {e}", self.url)))?;
-        let keys = KeySet::from_jwks(&body)
-            .map_err(|e| FetchError::new(format!("GET {}: {e}", self.url)))?;
+        let keys = KeySet::from_jwks(&body).map_err(|e| FetchError::new(format!("GET {}: {e}", self.url)))?;
         if keys.is_empty() {
             // Replacing good keys with nothing would lock every caller out.
-            return Err(FetchError::new(format!("GET {}: no usable signing keys", self.url)));
+            return Err(FetchError::new(format!(
+                "GET {}: no usable signing keys",
+                self.url
+            )));
         }
         tracing::debug!(url = %self.url, keys = keys.len(), "JWKS loaded");
+        self.counters.fetch(self.url.as_str(), Fetch::Ok);
+        telemetry::keys_loaded(self.url.as_str(), keys.len());
         self.current.store(Some(Arc::new(Loaded {
             keys: Arc::new(keys),
             confirmed: Instant::now(),
@@ -398,6 +440,7 @@ impl Inner {
         let mut state = self.lock();
         state.etag = etag;
         state.last_modified = last_modified;
+        state.ttl = Some(ttl);
         Ok(())
     }
 }
@@ -419,7 +462,11 @@ async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<
 
 /// A reqwest error with its causes, which carry the useful part ("connection refused").
 fn describe(error: &reqwest::Error) -> String {
-    let mut text = if error.is_timeout() { "timed out".to_string() } else { error.to_string() };
+    let mut text = if error.is_timeout() {
+        "timed out".to_string()
+    } else {
+        error.to_string()
+    };
     let mut source = std::error::Error::source(error);
     while let Some(cause) = source {
         text.push_str(": ");
@@ -430,9 +477,23 @@ fn describe(error: &reqwest::Error) -> String {
 }
 
 impl RemoteJwksBuilder {
-    /// Refresh interval. Default 5 minutes.
+    /// Refresh interval when the provider sends no `Cache-Control: max-age`; also the
+    /// cap of the retry backoff during an outage. Default 5 minutes.
     pub fn refresh_interval(mut self, interval: Duration) -> Self {
         self.config.refresh_interval = interval;
+        self
+    }
+
+    /// Lower bound for the provider's `max-age`, and the refresh interval when it says
+    /// `no-cache` or `no-store`. Default 1 minute.
+    pub fn min_refresh(mut self, min: Duration) -> Self {
+        self.config.min_refresh = min;
+        self
+    }
+
+    /// Upper bound for the provider's `max-age`. Default 24 hours.
+    pub fn max_refresh(mut self, max: Duration) -> Self {
+        self.config.max_refresh = max;
         self
     }
 
@@ -471,19 +532,31 @@ impl RemoteJwksBuilder {
     /// Fetches the keys once and starts the background refresher; fails with a message
     /// naming the URL and the cause when the first fetch fails.
     pub async fn build(self) -> Result<RemoteJwks, BuildError> {
-        let jwks = self.lazy().map_err(BuildError::Config)?;
+        let jwks = self.create().map_err(BuildError::Config)?;
         jwks.refresh().await.map_err(BuildError::Fetch)?;
+        jwks.spawn_refresher(jwks.inner.next_refresh());
         Ok(jwks)
     }
 
     /// Starts without keys: requests get 503 until the first fetch succeeds. The
     /// refresher starts at once. Must be called within a tokio runtime.
     pub fn lazy(self) -> Result<RemoteJwks, ConfigError> {
+        let jwks = self.create()?;
+        jwks.spawn_refresher(Duration::ZERO);
+        Ok(jwks)
+    }
+
+    fn create(self) -> Result<RemoteJwks, ConfigError> {
         let url = check_url(&self.url)?;
         let c = &self.config;
         if c.refresh_interval.is_zero() || c.timeout.is_zero() || c.max_response_size == 0 {
             return Err(ConfigError::Invalid(
                 "refresh interval, timeout and response size must be positive".into(),
+            ));
+        }
+        if c.min_refresh.is_zero() || c.min_refresh > c.max_refresh {
+            return Err(ConfigError::Invalid(
+                "min_refresh must be positive and at most max_refresh".into(),
             ));
         }
         crate::crypto::ensure_provider();
@@ -495,7 +568,7 @@ impl RemoteJwksBuilder {
             .max_capacity(UNKNOWN_KID_CAPACITY)
             .time_to_live(self.config.cooldown.max(Duration::from_millis(1)))
             .build();
-        let jwks = RemoteJwks {
+        Ok(RemoteJwks {
             inner: Arc::new(Inner {
                 url,
                 client,
@@ -505,9 +578,7 @@ impl RemoteJwksBuilder {
                 unknown_kids,
                 counters: Counters::default(),
             }),
-        };
-        jwks.spawn_refresher();
-        Ok(jwks)
+        })
     }
 }
 

@@ -66,7 +66,12 @@ pub fn key(name: &str) -> TestKey {
         other => panic!("no fixture for {other:?}"),
     }
     .expect("encoding key");
-    TestKey { alg, kid, encoding, jwk }
+    TestKey {
+        alg,
+        kid,
+        encoding,
+        jwk,
+    }
 }
 
 impl TestKey {
@@ -124,7 +129,10 @@ pub fn b64_json(value: &Value) -> String {
 }
 
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
 }
 
 /// Claims that pass the default test verifier: iss, aud, sub, iat now, exp in an hour.
@@ -145,6 +153,8 @@ pub struct Script {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub delay: Duration,
+    /// Send the body in 64 KiB chunks without a content-length.
+    pub chunked: bool,
 }
 
 /// A JWKS server on 127.0.0.1:0 whose answers a test can change, counting requests.
@@ -152,6 +162,8 @@ pub struct Script {
 pub struct JwksServer {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
+    /// When each request arrived (tokio time, so paused time counts).
+    pub times: Arc<Mutex<Vec<tokio::time::Instant>>>,
     script: Arc<Mutex<Script>>,
     pub last_request_headers: Arc<Mutex<Option<HeaderMap>>>,
 }
@@ -163,10 +175,12 @@ impl JwksServer {
             headers: vec![("content-type".into(), "application/json".into())],
             body: jwks.to_string().into_bytes(),
             delay: Duration::ZERO,
+            chunked: false,
         };
         let server = JwksServer {
             addr: "127.0.0.1:0".parse().expect("addr"),
             hits: Arc::new(AtomicUsize::new(0)),
+            times: Arc::new(Mutex::new(Vec::new())),
             script: Arc::new(Mutex::new(script)),
             last_request_headers: Arc::new(Mutex::new(None)),
         };
@@ -198,12 +212,24 @@ impl JwksServer {
 
 async fn serve_jwks(State(server): State<JwksServer>, headers: HeaderMap) -> Response<Body> {
     server.hits.fetch_add(1, Ordering::SeqCst);
+    server
+        .times
+        .lock()
+        .expect("times")
+        .push(tokio::time::Instant::now());
     *server.last_request_headers.lock().expect("headers") = Some(headers);
     let script = server.script.lock().expect("script").clone();
     if !script.delay.is_zero() {
         tokio::time::sleep(script.delay).await;
     }
-    let mut res = Response::new(Body::from(script.body));
+    let body = if script.chunked {
+        let chunks: Vec<Result<Vec<u8>, std::convert::Infallible>> =
+            script.body.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+        Body::from_stream(futures_util::stream::iter(chunks))
+    } else {
+        Body::from(script.body)
+    };
+    let mut res = Response::new(body);
     *res.status_mut() = script.status;
     for (name, value) in script.headers {
         res.headers_mut().insert(
@@ -261,9 +287,15 @@ pub async fn call_with(app: &Router, headers: &[(&str, &str)]) -> Answer {
         .headers()
         .get("www-authenticate")
         .map(|v| v.to_str().expect("ascii").to_string());
-    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20).await.expect("body");
+    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .expect("body");
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Answer { status, www_authenticate, body }
+    Answer {
+        status,
+        www_authenticate,
+        body,
+    }
 }
 
 impl Answer {
