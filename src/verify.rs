@@ -260,25 +260,58 @@ struct Header<'a> {
 
 /// The registered claims, kept raw so each gets a precise error. A member that is
 /// present is `Some`, even when its value is `null` (which is then an invalid claim).
-#[derive(Deserialize)]
+/// Reading it also refuses duplicate member names anywhere at the top level: two
+/// `scope` or `roles` members could be read differently by two parsers.
+#[derive(Default)]
 struct Registered<'a> {
-    #[serde(borrow, default, deserialize_with = "raw")]
     exp: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "raw")]
     nbf: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "raw")]
     iat: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "raw")]
     iss: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "raw")]
     sub: Option<&'a RawValue>,
-    #[serde(borrow, default, deserialize_with = "raw")]
     aud: Option<&'a RawValue>,
 }
 
-/// A present member's raw JSON; unlike a plain `Option`, `null` is not read as absent.
-fn raw<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(deserializer).map(Some)
+impl<'de> Deserialize<'de> for Registered<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(RegisteredVisitor)
+    }
+}
+
+struct RegisteredVisitor;
+
+impl<'de> serde::de::Visitor<'de> for RegisteredVisitor {
+    type Value = Registered<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object with unique member names")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut reg = Registered::default();
+        let mut seen: Vec<Cow<'de, str>> = Vec::with_capacity(16);
+        while let Some(name) = map.next_key::<Cow<'de, str>>()? {
+            if seen.contains(&name) {
+                return Err(serde::de::Error::custom("duplicate member"));
+            }
+            let value: &'de RawValue = map.next_value()?;
+            let slot = match name.as_ref() {
+                "exp" => &mut reg.exp,
+                "nbf" => &mut reg.nbf,
+                "iat" => &mut reg.iat,
+                "iss" => &mut reg.iss,
+                "sub" => &mut reg.sub,
+                "aud" => &mut reg.aud,
+                _ => {
+                    seen.push(name);
+                    continue;
+                }
+            };
+            *slot = Some(value);
+            seen.push(name);
+        }
+        Ok(reg)
+    }
 }
 
 /// True for a member that is present, whatever its value (`null` included).
@@ -424,8 +457,9 @@ impl Verifier {
         alg: Algorithm,
         kid: Option<Arc<str>>,
     ) -> Result<VerifiedToken, AuthError> {
-        let reg: Registered<'_> =
-            json_object(payload).ok_or(AuthError::Malformed("claims are not a JSON object"))?;
+        let reg: Registered<'_> = json_object(payload).ok_or(AuthError::Malformed(
+            "claims are not a JSON object with unique members",
+        ))?;
         let now = self.now();
         let leeway = self.config.leeway;
         let exp = numeric_date(reg.exp, "exp")?.ok_or(AuthError::MissingClaim("exp"))?;

@@ -1267,7 +1267,7 @@ async fn numeric_dates_must_be_json_numbers_within_range() {
 }
 
 #[tokio::test]
-async fn duplicate_registered_claims_are_refused() {
+async fn duplicate_claims_are_refused() {
     let app = app(&[&key("es256")]);
     let (live, dead) = (NOW + 3600, NOW - 3600);
     let base = format!(r#""iss":"{ISSUER}","aud":"{AUDIENCE}","sub":"alice""#);
@@ -1280,6 +1280,9 @@ async fn duplicate_registered_claims_are_refused() {
         format!(r#"{{"aud":"other",{base},"exp":{live}}}"#),
         format!(r#"{{{base},"sub":"admin","exp":{live}}}"#),
         format!(r#"{{{base},"exp":{live},"nbf":{live},"nbf":{dead}}}"#),
+        // Authorization data too: two parsers could pick different `scope`s.
+        format!(r#"{{{base},"exp":{live},"scope":"read","scope":"admin"}}"#),
+        format!(r#"{{{base},"exp":{live},"roles":["admin"],"\u0072oles":[]}}"#),
     ] {
         check(
             &payload,
