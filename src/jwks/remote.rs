@@ -635,3 +635,28 @@ impl std::error::Error for BuildError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_ten_percent_and_spreads() {
+        let base = Duration::from_secs(100);
+        let samples: Vec<f64> = (0..10_000).map(|_| jittered(base).as_secs_f64()).collect();
+        let (min, max) = samples
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), s| (lo.min(*s), hi.max(*s)));
+        assert!(min >= 90.0 && max <= 110.0, "{min}..{max}");
+        assert!(min < 91.0 && max > 109.0, "uses the whole range: {min}..{max}");
+    }
+
+    #[test]
+    fn only_https_or_loopback_http_urls_are_accepted() {
+        assert!(check_url("https://idp.example/jwks").is_ok());
+        assert!(check_url("http://127.0.0.2:8080/jwks").is_ok());
+        assert!(check_url("http://idp.example/jwks").is_err());
+        assert!(check_url("http://192.168.1.1/jwks").is_err());
+        assert!(check_url("file:///etc/passwd").is_err());
+    }
+}
