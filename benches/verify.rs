@@ -27,8 +27,8 @@ struct Case {
 
 fn case(name: &'static str, alg: Algorithm) -> Case {
     let pem = std::fs::read(format!("{FIXTURES}/{name}.pem")).expect("pem");
-    let all: Value = serde_json::from_slice(&std::fs::read(format!("{FIXTURES}/jwks.json")).expect("jwks"))
-        .expect("json");
+    let all: Value =
+        serde_json::from_slice(&std::fs::read(format!("{FIXTURES}/jwks.json")).expect("jwks")).expect("json");
     let kid = format!("py-{name}");
     let jwk = all["keys"]
         .as_array()
@@ -47,22 +47,38 @@ fn case(name: &'static str, alg: Algorithm) -> Case {
                 .expect("ec public"),
         ),
     };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
     let claims = json!({"iss": ISSUER, "aud": "api", "sub": "bench", "iat": now, "exp": now + 3600,
                         "scope": "read write", "org": {"id": 42}});
     let mut header = Header::new(alg);
     header.kid = Some(kid);
     let token = jsonwebtoken::encode(&header, &claims, &encoding).expect("token");
-    Case { name, alg, token, jwks: json!({"keys": [jwk]}), decoding }
+    Case {
+        name,
+        alg,
+        token,
+        jwks: json!({"keys": [jwk]}),
+        decoding,
+    }
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
     for case in [case("rs256", Algorithm::RS256), case("es256", Algorithm::ES256)] {
         let keys = KeySet::from_jwks(case.jwks.to_string().as_bytes()).expect("keys");
-        let verifier = Verifier::builder().issuer(ISSUER).audience("api").build().expect("verifier");
+        let verifier = Verifier::builder()
+            .issuer(ISSUER)
+            .audience("api")
+            .build()
+            .expect("verifier");
         let layer = JwtAuthLayer::new(verifier, keys);
-        let inner = service_fn(|_req: Request<()>| async { Ok::<_, Infallible>(Response::new(String::new())) });
+        let inner =
+            service_fn(|_req: Request<()>| async { Ok::<_, Infallible>(Response::new(String::new())) });
         let service = layer.layer(inner);
         let bearer = format!("Bearer {}", case.token);
 
@@ -70,7 +86,10 @@ fn bench(c: &mut Criterion) {
         group.bench_function("layer_oneshot", |b| {
             b.to_async(&rt).iter_batched(
                 || {
-                    let req = Request::get("/").header(AUTHORIZATION, &bearer).body(()).expect("request");
+                    let req = Request::get("/")
+                        .header(AUTHORIZATION, &bearer)
+                        .body(())
+                        .expect("request");
                     (service.clone(), req)
                 },
                 |(svc, req)| async move {

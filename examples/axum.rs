@@ -33,7 +33,10 @@ struct Args {
 /// `GET /me` answers with the caller's subject; `GET /health` is open.
 fn app(auth: JwtAuthLayer) -> Router {
     async fn me(Claims(claims): Claims) -> String {
-        format!("hello {}\n", claims.get("sub").and_then(|s| s.as_str()).unwrap_or("<no sub>"))
+        format!(
+            "hello {}\n",
+            claims.get("sub").and_then(|s| s.as_str()).unwrap_or("<no sub>")
+        )
     }
     Router::new()
         .route("/me", get(me))
@@ -44,7 +47,9 @@ fn app(auth: JwtAuthLayer) -> Router {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt().with_env_filter("info,tower_jwt_auth=debug").init();
+    tracing_subscriber::fmt()
+        .with_env_filter("info,tower_jwt_auth=debug")
+        .init();
     let args = Args::parse();
     let mut verifier = Verifier::builder();
     if let Some(issuer) = args.issuer {

@@ -1,4 +1,5 @@
 //! The Tower contract and the axum integration: types, readiness, extractors, modes.
+#![cfg(feature = "axum")]
 
 mod common;
 
@@ -17,7 +18,14 @@ use tower_layer::Layer;
 fn layer() -> JwtAuthLayer {
     let k = key("es256");
     let keys = KeySet::from_jwks(jwks_of(&[&k]).to_string().as_bytes()).expect("keys");
-    JwtAuthLayer::new(Verifier::builder().issuer(ISSUER).audience(AUDIENCE).build().expect("v"), keys)
+    JwtAuthLayer::new(
+        Verifier::builder()
+            .issuer(ISSUER)
+            .audience(AUDIENCE)
+            .build()
+            .expect("v"),
+        keys,
+    )
 }
 
 #[test]
@@ -26,13 +34,20 @@ fn layer_service_and_future_are_clone_send_sync() {
     fn send<T: Send>() {}
     clone_send_sync::<JwtAuthLayer>();
     clone_send_sync::<JwtAuth<axum::routing::Route, tower_jwt_auth::JsonClaims>>();
-    send::<ResponseFuture<<axum::routing::Route as Service<Request<axum::body::Body>>>::Future, axum::body::Body>>();
+    send::<
+        ResponseFuture<
+            <axum::routing::Route as Service<Request<axum::body::Body>>>::Future,
+            axum::body::Body,
+        >,
+    >();
 }
 
 #[test]
 fn the_layer_fits_router_layer_and_route_layer() {
     let _: Router = Router::new().route("/", get(|| async { "ok" })).layer(layer());
-    let _: Router = Router::new().route("/", get(|| async { "ok" })).route_layer(layer());
+    let _: Router = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .route_layer(layer());
 }
 
 /// A service that only serves when *this instance* was polled ready.
@@ -59,7 +74,11 @@ impl Service<Request<String>> for ReadyOnce {
     }
 
     fn call(&mut self, _req: Request<String>) -> Self::Future {
-        let status = if std::mem::take(&mut self.ready) { StatusCode::OK } else { StatusCode::INTERNAL_SERVER_ERROR };
+        let status = if std::mem::take(&mut self.ready) {
+            StatusCode::OK
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
         let mut res = Response::new(String::new());
         *res.status_mut() = status;
         std::future::ready(Ok(res))
@@ -71,8 +90,16 @@ async fn call_uses_the_instance_that_poll_ready_made_ready() {
     let mut svc = layer().layer(ReadyOnce::default());
     let token = key("es256").sign(&good_claims());
     for _ in 0..3 {
-        let req = Request::get("/").header("authorization", format!("Bearer {token}")).body(String::new());
-        let res = svc.ready().await.expect("ready").call(req.expect("req")).await.expect("infallible");
+        let req = Request::get("/")
+            .header("authorization", format!("Bearer {token}"))
+            .body(String::new());
+        let res = svc
+            .ready()
+            .await
+            .expect("ready")
+            .call(req.expect("req"))
+            .await
+            .expect("infallible");
         assert_eq!(res.status(), StatusCode::OK);
     }
 }
@@ -86,10 +113,19 @@ async fn rejections_never_reach_the_inner_service() {
         async { Ok::<_, Infallible>(Response::new(String::new())) }
     }));
     let req = Request::get("/").body(String::new()).expect("req");
-    let res = svc.ready().await.expect("ready").call(req).await.expect("infallible");
+    let res = svc
+        .ready()
+        .await
+        .expect("ready")
+        .call(req)
+        .await
+        .expect("infallible");
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
-    assert!(res.extensions().get::<tower_jwt_auth::AuthError>().is_some(), "the reason rides along");
+    assert!(
+        res.extensions().get::<tower_jwt_auth::AuthError>().is_some(),
+        "the reason rides along"
+    );
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -108,7 +144,9 @@ async fn custom_claims_types_are_extracted_and_misfits_are_rejected() {
     async fn handler(Claims(c): Claims<MyClaims>) -> String {
         format!("{}:{}", c.sub, c.org.id)
     }
-    let app = Router::new().route("/whoami", get(handler)).route_layer(layer().claims::<MyClaims>());
+    let app = Router::new()
+        .route("/whoami", get(handler))
+        .route_layer(layer().claims::<MyClaims>());
     let mut claims = good_claims();
     claims["org"] = serde_json::json!({"id": 7});
     let ok = call(&app, &key("es256").sign(&claims)).await;
@@ -125,12 +163,16 @@ async fn optional_mode_passes_anonymous_requests_but_rejects_bad_tokens() {
             None => "anonymous".into(),
         }
     }
-    let app = Router::new().route("/whoami", get(handler)).route_layer(layer().optional());
+    let app = Router::new()
+        .route("/whoami", get(handler))
+        .route_layer(layer().optional());
     let anonymous = call_with(&app, &[]).await;
     assert_eq!(anonymous.status, StatusCode::OK);
     let good = call(&app, &key("es256").sign(&good_claims())).await;
     assert_eq!(good.status, StatusCode::OK);
-    call(&app, "eyJhbGciOiJub25lIn0.e30.").await.assert_invalid_token("algorithm");
+    call(&app, "eyJhbGciOiJub25lIn0.e30.")
+        .await
+        .assert_invalid_token("algorithm");
 }
 
 #[tokio::test]
@@ -145,7 +187,11 @@ async fn the_claims_extractor_without_claims_answers_401_with_a_challenge() {
 async fn route_layer_keeps_unknown_paths_404() {
     let app = guarded_app(layer());
     let res = app
-        .oneshot(Request::get("/nowhere").body(axum::body::Body::empty()).expect("req"))
+        .oneshot(
+            Request::get("/nowhere")
+                .body(axum::body::Body::empty())
+                .expect("req"),
+        )
         .await
         .expect("infallible");
     assert_eq!(res.status(), StatusCode::NOT_FOUND);

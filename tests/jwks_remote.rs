@@ -1,5 +1,6 @@
 //! `RemoteJwks` against a scriptable JWKS server on loopback, with paused time: refresh
 //! policy, cache headers, conditional requests, hostile endpoints and real-world sets.
+#![cfg(feature = "axum")]
 
 mod common;
 

@@ -3,6 +3,7 @@
 //!
 //! Most tests sign tokens with the real fixture keys, so that the one defect under test
 //! is the only reason a token can fail; each table also carries a control that passes.
+#![cfg(feature = "axum")]
 
 mod common;
 

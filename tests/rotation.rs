@@ -1,4 +1,5 @@
 //! Key rotation and outages against a real JWKS server on loopback, with paused time.
+#![cfg(feature = "axum")]
 
 mod common;
 
@@ -11,7 +12,11 @@ use serde_json::json;
 use tower_jwt_auth::{JwtAuthLayer, RemoteJwks, Verifier};
 
 fn verifier() -> Verifier {
-    Verifier::builder().issuer(ISSUER).audience(AUDIENCE).build().expect("verifier")
+    Verifier::builder()
+        .issuer(ISSUER)
+        .audience(AUDIENCE)
+        .build()
+        .expect("verifier")
 }
 
 /// Lets spawned tasks (background refresh, fetches) run until `done` holds.
@@ -40,7 +45,13 @@ async fn setup() -> Setup {
     let server = JwksServer::start(&jwks_of(&[&old])).await;
     let jwks = RemoteJwks::builder(server.url()).build().await.expect("jwks");
     let app = guarded_app(JwtAuthLayer::new(verifier(), jwks.clone()));
-    Setup { server, jwks, app, old, new }
+    Setup {
+        server,
+        jwks,
+        app,
+        old,
+        new,
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -58,7 +69,9 @@ async fn a_newly_published_kid_is_accepted_on_first_sight_after_the_cooldown() {
 async fn within_the_cooldown_an_unknown_kid_is_rejected_without_a_fetch() {
     let s = setup().await;
     s.server.set_jwks(&jwks_of(&[&s.old, &s.new]));
-    call(&s.app, &s.new.sign(&good_claims())).await.assert_invalid_token("unknown key id");
+    call(&s.app, &s.new.sign(&good_claims()))
+        .await
+        .assert_invalid_token("unknown key id");
     assert_eq!(s.server.hits(), 1);
     assert_eq!(s.jwks.health().rejected_kids, 1);
 }
@@ -71,7 +84,11 @@ async fn many_concurrent_requests_with_a_new_kid_cause_one_fetch() {
     tokio::time::advance(Duration::from_secs(31)).await;
     let token = s.new.sign(&good_claims());
     let answers = join_all((0..1000).map(|_| call(&s.app, &token))).await;
-    assert!(answers.iter().all(|a| a.status == StatusCode::OK), "{:?}", answers[0]);
+    assert!(
+        answers.iter().all(|a| a.status == StatusCode::OK),
+        "{:?}",
+        answers[0]
+    );
     assert_eq!(s.server.hits(), 2, "one initial fetch and one for the new kid");
 }
 
@@ -90,7 +107,10 @@ async fn a_flood_of_random_kids_costs_at_most_one_fetch_per_cooldown() {
     // background refreshes (every 5 min +-10 %: at most one here).
     let hits = s.server.hits();
     assert!(hits <= 12, "{hits} fetches");
-    assert!(hits >= 2, "unknown kids must trigger refetches after the cooldown");
+    assert!(
+        hits >= 2,
+        "unknown kids must trigger refetches after the cooldown"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -108,14 +128,20 @@ async fn a_removed_key_stops_verifying_after_the_next_refresh() {
 #[tokio::test(start_paused = true)]
 async fn keys_stay_usable_while_the_endpoint_is_down_and_recover_after() {
     let s = setup().await;
-    let token = s.old.sign(&json!({"iss": ISSUER, "aud": AUDIENCE, "exp": now() + 86_400 * 3}));
-    s.server.set(|script| script.status = StatusCode::INTERNAL_SERVER_ERROR);
+    let token = s
+        .old
+        .sign(&json!({"iss": ISSUER, "aud": AUDIENCE, "exp": now() + 86_400 * 3}));
+    s.server
+        .set(|script| script.status = StatusCode::INTERNAL_SERVER_ERROR);
     tokio::time::advance(Duration::from_secs(331)).await;
     settle(|| s.jwks.health().failures >= 1).await;
     assert_eq!(call(&s.app, &token).await.status, StatusCode::OK);
     let health = s.jwks.health();
     assert!(health.ready);
-    assert!(health.last_error.as_deref().unwrap_or_default().contains("500"), "{health:?}");
+    assert!(
+        health.last_error.as_deref().unwrap_or_default().contains("500"),
+        "{health:?}"
+    );
     s.server.set_jwks(&jwks_of(&[&s.old]));
     settle(|| s.jwks.health().last_error.is_none()).await;
 }
@@ -147,7 +173,10 @@ async fn past_max_stale_the_answer_is_503_until_the_provider_returns() {
 async fn with_no_keys_ever_loaded_requests_get_503_and_build_names_the_url() {
     let server = JwksServer::start(&json!({"keys": []})).await;
     server.set(|script| script.status = StatusCode::NOT_FOUND);
-    let err = RemoteJwks::builder(server.url()).build().await.expect_err("must fail");
+    let err = RemoteJwks::builder(server.url())
+        .build()
+        .await
+        .expect_err("must fail");
     assert!(err.to_string().contains(&server.url()), "{err}");
     assert!(err.to_string().contains("404"), "{err}");
 
@@ -175,7 +204,10 @@ async fn a_request_that_gives_up_does_not_cancel_the_fetch_others_wait_on() {
     tokio::time::advance(Duration::from_secs(31)).await;
     let token = s.new.sign(&good_claims());
     let gave_up = tokio::time::timeout(Duration::from_millis(100), call(&s.app, &token)).await;
-    assert!(gave_up.is_err(), "the first request must still be waiting when dropped");
+    assert!(
+        gave_up.is_err(),
+        "the first request must still be waiting when dropped"
+    );
     settle(|| s.jwks.keys().is_some_and(|k| k.contains_kid("new"))).await;
     assert_eq!(call(&s.app, &token).await.status, StatusCode::OK);
     assert_eq!(s.server.hits(), 2);

@@ -3,6 +3,7 @@
 //! jitter spreads replicas that started in lockstep.
 //!
 //! `cargo test --features axum --test simulation -- --nocapture` prints the figures.
+#![cfg(feature = "axum")]
 
 mod common;
 

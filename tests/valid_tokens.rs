@@ -1,5 +1,6 @@
 //! Valid tokens of every supported algorithm pass, including tokens signed by PyJWT,
 //! and the handler sees the claims.
+#![cfg(feature = "axum")]
 
 mod common;
 
@@ -8,7 +9,11 @@ use serde_json::json;
 use tower_jwt_auth::{JwtAuthLayer, KeySet, RemoteJwks, Verifier};
 
 fn verifier() -> Verifier {
-    Verifier::builder().issuer(ISSUER).audience(AUDIENCE).build().expect("verifier")
+    Verifier::builder()
+        .issuer(ISSUER)
+        .audience(AUDIENCE)
+        .build()
+        .expect("verifier")
 }
 
 #[tokio::test]
@@ -37,15 +42,22 @@ async fn pyjwt_edge_cases_are_judged_like_pyjwt_judges_them() {
     for ok in ["es256_float_dates", "es256_aud_array", "es256_no_kid"] {
         assert_eq!(call(&app, &token(ok)).await.status, 200, "{ok}");
     }
-    call(&app, &token("es256_expired")).await.assert_invalid_token("expired");
-    call(&app, &token("es256_wrong_iss")).await.assert_invalid_token("issuer");
-    call(&app, &token("es256_wrong_aud")).await.assert_invalid_token("audience");
+    call(&app, &token("es256_expired"))
+        .await
+        .assert_invalid_token("expired");
+    call(&app, &token("es256_wrong_iss"))
+        .await
+        .assert_invalid_token("issuer");
+    call(&app, &token("es256_wrong_aud"))
+        .await
+        .assert_invalid_token("audience");
 }
 
 #[tokio::test]
 async fn our_own_signed_tokens_of_every_algorithm_verify() {
     let keys: Vec<TestKey> = KEY_NAMES.iter().map(|n| key(n)).collect();
-    let set = KeySet::from_jwks(jwks_of(&keys.iter().collect::<Vec<_>>()).to_string().as_bytes()).expect("set");
+    let set =
+        KeySet::from_jwks(jwks_of(&keys.iter().collect::<Vec<_>>()).to_string().as_bytes()).expect("set");
     let app = guarded_app(JwtAuthLayer::new(verifier(), set));
     for k in &keys {
         let mut claims = good_claims();
