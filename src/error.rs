@@ -1,5 +1,6 @@
 //! Why a request was refused, and the RFC 6750 response that says so.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
@@ -25,6 +26,8 @@ pub enum AuthError {
     MissingToken,
     /// More than one `Authorization` header.
     MultipleAuthorizationHeaders,
+    /// More than one token in the configured source (e.g. two cookies of that name).
+    MultipleTokens,
     /// A `Bearer` header whose token is empty or not token68.
     MalformedAuthorizationHeader,
     /// The token is longer than the configured maximum.
@@ -46,7 +49,7 @@ pub enum AuthError {
     /// The signature does not verify.
     InvalidSignature,
     /// A claim is missing that must be present.
-    MissingClaim(&'static str),
+    MissingClaim(Cow<'static, str>),
     /// A claim has the wrong JSON type or an out-of-range value.
     InvalidClaim(&'static str),
     /// `exp` has passed (beyond the leeway).
@@ -61,6 +64,12 @@ pub enum AuthError {
     WrongAudience,
     /// The claims do not deserialize into the configured claims type.
     ClaimsShape,
+    /// The header's `typ` is not accepted (e.g. an ID token where `at+jwt` is required).
+    WrongType,
+    /// `exp` lies further after `iat` (or now) than the configured maximum lifetime.
+    LifetimeTooLong,
+    /// A user validator refused the token; carries its reason. Answered 403.
+    Forbidden(String),
     /// A required scope is missing; carries the scope(s) needed.
     InsufficientScope(String),
     /// No keys could be obtained (key source unreachable, nothing cached).
@@ -78,10 +87,10 @@ impl AuthError {
     /// ```
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MultipleAuthorizationHeaders | Self::MalformedAuthorizationHeader => {
-                StatusCode::BAD_REQUEST
-            }
-            Self::InsufficientScope(_) => StatusCode::FORBIDDEN,
+            Self::MultipleAuthorizationHeaders
+            | Self::MultipleTokens
+            | Self::MalformedAuthorizationHeader => StatusCode::BAD_REQUEST,
+            Self::InsufficientScope(_) | Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::UNAUTHORIZED,
         }
@@ -97,10 +106,10 @@ impl AuthError {
     pub fn error_code(&self) -> Option<&'static str> {
         match self {
             Self::MissingToken | Self::KeysUnavailable => None,
-            Self::MultipleAuthorizationHeaders | Self::MalformedAuthorizationHeader => {
-                Some("invalid_request")
-            }
-            Self::InsufficientScope(_) => Some("insufficient_scope"),
+            Self::MultipleAuthorizationHeaders
+            | Self::MultipleTokens
+            | Self::MalformedAuthorizationHeader => Some("invalid_request"),
+            Self::InsufficientScope(_) | Self::Forbidden(_) => Some("insufficient_scope"),
             _ => Some("invalid_token"),
         }
     }
@@ -114,6 +123,7 @@ impl AuthError {
         match self {
             Self::MissingToken => "missing_token",
             Self::MultipleAuthorizationHeaders => "multiple_authorization_headers",
+            Self::MultipleTokens => "multiple_tokens",
             Self::MalformedAuthorizationHeader => "malformed_authorization_header",
             Self::TokenTooLarge => "token_too_large",
             Self::Malformed(_) => "malformed",
@@ -132,15 +142,19 @@ impl AuthError {
             Self::WrongIssuer => "wrong_issuer",
             Self::WrongAudience => "wrong_audience",
             Self::ClaimsShape => "claims_shape",
+            Self::WrongType => "wrong_type",
+            Self::LifetimeTooLong => "lifetime_too_long",
+            Self::Forbidden(_) => "forbidden",
             Self::InsufficientScope(_) => "insufficient_scope",
             Self::KeysUnavailable => "keys_unavailable",
         }
     }
 
     /// Every [`reason`](Self::reason) label, in a fixed order.
-    pub const REASONS: [&'static str; 22] = [
+    pub const REASONS: [&'static str; 26] = [
         "missing_token",
         "multiple_authorization_headers",
+        "multiple_tokens",
         "malformed_authorization_header",
         "token_too_large",
         "malformed",
@@ -159,6 +173,9 @@ impl AuthError {
         "wrong_issuer",
         "wrong_audience",
         "claims_shape",
+        "wrong_type",
+        "lifetime_too_long",
+        "forbidden",
         "insufficient_scope",
         "keys_unavailable",
     ];
@@ -229,6 +246,7 @@ impl fmt::Display for AuthError {
         match self {
             Self::MissingToken => f.write_str("no bearer token"),
             Self::MultipleAuthorizationHeaders => f.write_str("more than one Authorization header"),
+            Self::MultipleTokens => f.write_str("more than one token in the request"),
             Self::MalformedAuthorizationHeader => f.write_str("malformed bearer token"),
             Self::TokenTooLarge => f.write_str("token too large"),
             Self::Malformed(what) => write!(f, "malformed token: {what}"),
@@ -247,6 +265,9 @@ impl fmt::Display for AuthError {
             Self::WrongIssuer => f.write_str("issuer not accepted"),
             Self::WrongAudience => f.write_str("audience not accepted"),
             Self::ClaimsShape => f.write_str("claims do not have the expected shape"),
+            Self::WrongType => f.write_str("token type (typ) not accepted"),
+            Self::LifetimeTooLong => f.write_str("token lifetime exceeds the accepted maximum"),
+            Self::Forbidden(reason) => write!(f, "access denied: {reason}"),
             Self::InsufficientScope(scope) => write!(f, "insufficient scope, requires `{scope}`"),
             Self::KeysUnavailable => f.write_str("verification keys unavailable"),
         }
@@ -254,3 +275,33 @@ impl fmt::Display for AuthError {
 }
 
 impl std::error::Error for AuthError {}
+
+/// Renders rejections your way (HTML login redirect, problem+json, ...).
+///
+/// The default is [`AuthError::to_response`] (RFC 6750). Whatever you render, the
+/// [`AuthError`] is still attached to the response's extensions. Closures
+/// `Fn(&AuthError) -> Response<String>` implement it.
+///
+/// ```
+/// use tower_jwt_auth::{AuthError, ErrorResponder};
+/// let responder = |error: &AuthError| {
+///     let mut res = error.to_response::<String>("api");
+///     res.headers_mut().insert("x-auth-reason", http::HeaderValue::from_static("see body"));
+///     res
+/// };
+/// let res = responder.respond(&AuthError::Expired);
+/// assert_eq!(res.status(), 401);
+/// ```
+pub trait ErrorResponder: Send + Sync + 'static {
+    /// The response for this rejection.
+    fn respond(&self, error: &AuthError) -> Response<String>;
+}
+
+impl<F> ErrorResponder for F
+where
+    F: Fn(&AuthError) -> Response<String> + Send + Sync + 'static,
+{
+    fn respond(&self, error: &AuthError) -> Response<String> {
+        self(error)
+    }
+}

@@ -78,7 +78,9 @@ mod extract;
 mod future;
 mod jwks;
 mod keys;
+mod issuer;
 mod layer;
+mod policy;
 mod service;
 mod sign;
 mod source;
@@ -88,7 +90,7 @@ mod verify;
 
 pub use alg::{Algorithm, UnknownAlgorithm};
 pub use claims::{Claims, JsonClaims};
-pub use error::AuthError;
+pub use error::{AuthError, ErrorResponder};
 pub use future::ResponseFuture;
 pub use jwks::{
     BuildError, DEFAULT_COOLDOWN, DEFAULT_FETCH_TIMEOUT, DEFAULT_MAX_REFRESH, DEFAULT_MAX_RESPONSE_SIZE,
@@ -96,10 +98,12 @@ pub use jwks::{
     RemoteJwksBuilder,
 };
 pub use keys::{KeySet, KeySetError, SkippedKey};
+pub use issuer::Issuer;
 pub use layer::JwtAuthLayer;
 pub use service::JwtAuth;
 pub use sign::{SignError, SigningKey};
 pub use source::KeySource;
+pub use token::TokenSource;
 pub use verify::{
     Clock, ConfigError, DEFAULT_LEEWAY, DEFAULT_MAX_TOKEN_LEN, Verified, VerifiedToken, Verifier,
     VerifierBuilder,

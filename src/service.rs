@@ -1,20 +1,18 @@
 //! `JwtAuth`: the service that verifies the token and hands the claims on.
 
 use std::fmt;
-use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::FutureExt;
-use http::{HeaderMap, Request, Response};
+use http::{HeaderMap, Request, Response, Uri};
 use serde::de::DeserializeOwned;
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
 use crate::source::{KeySource, Source};
-use crate::token::bearer_token;
-use crate::verify::Verified;
-use crate::{AuthError, Claims, JsonClaims, Verifier};
+use crate::verify::{Parsed, Route, Verified};
+use crate::{AuthError, Claims, ErrorResponder, Issuer, JsonClaims, TokenSource, Verifier};
 
 /// Middleware that verifies bearer JWTs; made by [`JwtAuthLayer`](crate::JwtAuthLayer).
 ///
@@ -24,27 +22,46 @@ use crate::{AuthError, Claims, JsonClaims, Verifier};
 pub struct JwtAuth<S, C = JsonClaims> {
     inner: S,
     shared: Arc<Shared>,
-    _claims: PhantomData<fn() -> C>,
+    validators: Validators<C>,
 }
+
+/// User checks on verified claims; a failure is a 403 with the returned reason.
+pub(crate) type Validator<C> = Arc<dyn Fn(&C) -> Result<(), String> + Send + Sync>;
+pub(crate) type Validators<C> = Arc<Vec<Validator<C>>>;
 
 #[derive(Clone)]
 pub(crate) struct Shared {
     verifier: Verifier,
-    keys: KeySource,
+    issuers: Issuers,
     pub(crate) realm: Box<str>,
     pub(crate) optional: bool,
+    pub(crate) source: TokenSource,
+    pub(crate) responder: Option<Arc<dyn ErrorResponder>>,
+}
+
+/// One key source for every token, or one per configured issuer.
+#[derive(Clone, Debug)]
+pub(crate) enum Issuers {
+    One(KeySource),
+    Many(Vec<Issuer>),
 }
 
 impl fmt::Debug for Shared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JwtAuth")
             .field("verifier", &self.verifier)
-            .field("keys", &self.keys)
+            .field("issuers", &self.issuers)
             .field("realm", &self.realm)
             .field("optional", &self.optional)
+            .field("source", &self.source)
+            .field("custom_responder", &self.responder.is_some())
             .finish()
     }
 }
+
+/// The fetch a request may wait on.
+type Fetch =
+    futures_util::future::Shared<futures_util::future::BoxFuture<'static, Result<(), crate::FetchError>>>;
 
 /// What one look at the request decided.
 enum Check<C> {
@@ -52,36 +69,40 @@ enum Check<C> {
     Anonymous,
     Rejected(AuthError),
     /// The keys may be about to change: wait for this fetch, then look again.
-    Wait(
-        futures_util::future::Shared<futures_util::future::BoxFuture<'static, Result<(), crate::FetchError>>>,
-    ),
+    Wait(Fetch),
 }
 
 impl Shared {
-    pub(crate) fn new(verifier: Verifier, keys: KeySource) -> Self {
+    pub(crate) fn new(verifier: Verifier, issuers: Issuers) -> Self {
         Self {
             verifier,
-            keys,
+            issuers,
             realm: "api".into(),
             optional: false,
+            source: TokenSource::default(),
+            responder: None,
         }
     }
 
     /// Verifies what it can without waiting. `may_fetch` is false on the second look,
     /// after a fetch, so a request causes at most one.
-    fn check<C: DeserializeOwned>(&self, headers: &HeaderMap, may_fetch: bool) -> Check<C> {
-        let token = match bearer_token(headers, self.verifier.max_token_len()) {
+    fn check<C: DeserializeOwned>(&self, headers: &HeaderMap, uri: &Uri, may_fetch: bool) -> Check<C> {
+        let token = match self.source.extract(headers, uri, self.verifier.max_token_len()) {
             Ok(Some(token)) => token,
             Ok(None) if self.optional => return Check::Anonymous,
             Ok(None) => return Check::Rejected(AuthError::MissingToken),
             Err(e) => return Check::Rejected(e),
         };
-        let parsed = match self.verifier.parse(token) {
+        let parsed = match self.verifier.parse(&token) {
             Ok(parsed) => parsed,
             Err(e) => return Check::Rejected(e),
         };
-        let remote = match &self.keys.0 {
-            Source::Fixed(keys) => return self.verifier.verify_parsed(&parsed, keys).into(),
+        let (keys, route) = match self.route(&parsed) {
+            Ok(found) => found,
+            Err(e) => return Check::Rejected(e),
+        };
+        let remote = match &keys.0 {
+            Source::Fixed(keys) => return self.verifier.verify_parsed(&parsed, keys, route).into(),
             Source::Remote(remote) => remote,
         };
         let Some(keys) = remote.keys() else {
@@ -90,7 +111,10 @@ impl Shared {
                 None => Check::Rejected(AuthError::KeysUnavailable),
             };
         };
-        match (self.verifier.verify_parsed(&parsed, &keys), parsed.kid.as_deref()) {
+        match (
+            self.verifier.verify_parsed(&parsed, &keys, route),
+            parsed.kid.as_deref(),
+        ) {
             (Err(AuthError::UnknownKeyId), Some(kid)) if may_fetch => match remote.refetch_for_kid(kid) {
                 Some(fetch) => Check::Wait(fetch),
                 None => Check::Rejected(AuthError::UnknownKeyId),
@@ -103,6 +127,25 @@ impl Shared {
         }
     }
 
+    /// The key source (and issuer constraints) for this token. With several issuers the
+    /// unverified `iss` picks one; an unknown issuer never reaches a key source.
+    fn route<'a>(&'a self, parsed: &Parsed<'_>) -> Result<(&'a KeySource, Route<'a>), AuthError> {
+        match &self.issuers {
+            Issuers::One(keys) => Ok((keys, Route::default())),
+            Issuers::Many(issuers) => {
+                let iss = self
+                    .verifier
+                    .unverified_issuer(parsed)?
+                    .ok_or(AuthError::MissingClaim("iss".into()))?;
+                let issuer = issuers
+                    .iter()
+                    .find(|i| *i.name == *iss)
+                    .ok_or(AuthError::WrongIssuer)?;
+                Ok((&issuer.keys, issuer.route()))
+            }
+        }
+    }
+
     fn reject<B: From<String>>(&self, error: &AuthError) -> Response<B> {
         tracing::debug!(
             reason = error.reason(),
@@ -110,7 +153,12 @@ impl Shared {
             "request rejected"
         );
         self.record(Err(error));
-        error.to_response(&self.realm)
+        let mut res = match &self.responder {
+            Some(responder) => responder.respond(error),
+            None => error.to_response(&self.realm),
+        };
+        res.extensions_mut().insert(error.clone());
+        res.map(B::from)
     }
 
     fn accept<C: Clone + Send + Sync + 'static, B>(&self, req: &mut Request<B>, verified: Verified<C>) {
@@ -121,9 +169,30 @@ impl Shared {
     }
 
     fn record(&self, result: Result<(), &AuthError>) {
-        match &self.keys.0 {
-            Source::Remote(remote) => remote.record_token(result),
-            Source::Fixed(_) => crate::telemetry::token_metric(result),
+        let keys = match &self.issuers {
+            Issuers::One(keys) => Some(keys),
+            Issuers::Many(_) => None,
+        };
+        match keys.map(|k| &k.0) {
+            Some(Source::Remote(remote)) => remote.record_token(result),
+            _ => crate::telemetry::token_metric(result),
+        }
+    }
+
+    /// Checks the request, then runs the user's validators on verified claims.
+    fn judge<C: DeserializeOwned>(
+        &self,
+        validators: &[Validator<C>],
+        headers: &HeaderMap,
+        uri: &Uri,
+        may_fetch: bool,
+    ) -> Check<C> {
+        match self.check::<C>(headers, uri, may_fetch) {
+            Check::Verified(verified) => match validators.iter().try_for_each(|v| v(&verified.claims)) {
+                Ok(()) => Check::Verified(verified),
+                Err(reason) => Check::Rejected(AuthError::Forbidden(reason)),
+            },
+            other => other,
         }
     }
 }
@@ -138,11 +207,11 @@ impl<C> From<Result<Verified<C>, AuthError>> for Check<C> {
 }
 
 impl<S, C> JwtAuth<S, C> {
-    pub(crate) fn from_parts(inner: S, shared: Arc<Shared>) -> Self {
+    pub(crate) fn from_parts(inner: S, shared: Arc<Shared>, validators: Validators<C>) -> Self {
         Self {
             inner,
             shared,
-            _claims: PhantomData,
+            validators,
         }
     }
 
@@ -154,7 +223,7 @@ impl<S, C> JwtAuth<S, C> {
 
 impl<S: Clone, C> Clone for JwtAuth<S, C> {
     fn clone(&self) -> Self {
-        Self::from_parts(self.inner.clone(), self.shared.clone())
+        Self::from_parts(self.inner.clone(), self.shared.clone(), self.validators.clone())
     }
 }
 
@@ -189,7 +258,10 @@ where
         // is to call the clone, which may never have been polled ready).
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        match self.shared.check::<C>(req.headers(), true) {
+        match self
+            .shared
+            .judge::<C>(&self.validators, req.headers(), req.uri(), true)
+        {
             Check::Verified(verified) => {
                 self.shared.accept(&mut req, verified);
                 ResponseFuture::inner(inner.call(req))
@@ -198,12 +270,13 @@ where
             Check::Rejected(error) => ResponseFuture::rejected(self.shared.reject(&error)),
             Check::Wait(fetch) => {
                 let shared = self.shared.clone();
+                let validators = self.validators.clone();
                 ResponseFuture::waiting(
                     async move {
                         // The fetch's own outcome does not matter here: the second look
                         // sees whatever keys are there now.
                         let _ = fetch.await;
-                        match shared.check::<C>(req.headers(), false) {
+                        match shared.judge::<C>(&validators, req.headers(), req.uri(), false) {
                             Check::Verified(verified) => {
                                 shared.accept(&mut req, verified);
                                 Ok(inner.call(req))

@@ -17,6 +17,7 @@ use serde_json::value::RawValue;
 
 use crate::alg::AlgorithmSet;
 use crate::keys::KeySet;
+use crate::policy::{Policy, ScopeRule};
 use crate::{Algorithm, AuthError};
 
 /// Default clock skew allowed on `exp`, `nbf` and `iat`.
@@ -55,6 +56,7 @@ struct Config {
     leeway: f64,
     max_token_len: usize,
     clock: Option<Clock>,
+    policy: Policy,
 }
 
 impl fmt::Debug for Verifier {
@@ -66,6 +68,7 @@ impl fmt::Debug for Verifier {
             .field("audiences", &c.audiences)
             .field("leeway", &c.leeway)
             .field("max_token_len", &c.max_token_len)
+            .field("policy", &c.policy)
             .finish_non_exhaustive()
     }
 }
@@ -80,6 +83,7 @@ pub struct VerifierBuilder {
     leeway: Duration,
     max_token_len: usize,
     clock: Option<Clock>,
+    policy: Policy,
 }
 
 impl fmt::Debug for VerifierBuilder {
@@ -90,6 +94,7 @@ impl fmt::Debug for VerifierBuilder {
             .field("audiences", &self.audiences)
             .field("leeway", &self.leeway)
             .field("max_token_len", &self.max_token_len)
+            .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
 }
@@ -130,6 +135,7 @@ impl Default for VerifierBuilder {
             leeway: DEFAULT_LEEWAY,
             max_token_len: DEFAULT_MAX_TOKEN_LEN,
             clock: None,
+            policy: Policy::default(),
         }
     }
 }
@@ -172,6 +178,53 @@ impl VerifierBuilder {
         self
     }
 
+    /// Accept only tokens whose header `typ` is this (repeat for several), e.g.
+    /// `at+jwt` for RFC 9068 access tokens. Compared case-insensitively; the
+    /// `application/` prefix may be left out.
+    pub fn require_typ(mut self, typ: impl Into<String>) -> Self {
+        self.policy.typ.require.push(typ.into().into());
+        self
+    }
+
+    /// Refuse tokens whose `typ` is this, e.g. `at+jwt` where ID tokens are expected.
+    pub fn reject_typ(mut self, typ: impl Into<String>) -> Self {
+        self.policy.typ.reject.push(typ.into().into());
+        self
+    }
+
+    /// Refuse tokens valid for longer than this: `exp - iat`, or `exp - now` without
+    /// `iat`. Limits the damage of a leaked long-lived token.
+    pub fn max_lifetime(mut self, max: Duration) -> Self {
+        self.policy.max_lifetime = Some(max.as_secs_f64());
+        self
+    }
+
+    /// Require this claim to be present (any value, `null` included).
+    pub fn require_claim(mut self, name: impl Into<String>) -> Self {
+        self.policy.required_claims.push(name.into().into());
+        self
+    }
+
+    /// Require every one of these scopes (from `scope` or `scp`); a token without them
+    /// gets 403 `insufficient_scope` naming the missing ones.
+    ///
+    /// ```
+    /// let v = tower_jwt_auth::Verifier::builder().require_scopes(["orders:read"]).build().unwrap();
+    /// # let _ = v;
+    /// ```
+    pub fn require_scopes<S: Into<String>>(mut self, scopes: impl IntoIterator<Item = S>) -> Self {
+        let scopes = scopes.into_iter().map(|s| s.into().into()).collect();
+        self.policy.scopes.push(ScopeRule::AllOf(scopes));
+        self
+    }
+
+    /// Require at least one of these scopes; 403 `insufficient_scope` otherwise.
+    pub fn require_any_scope<S: Into<String>>(mut self, scopes: impl IntoIterator<Item = S>) -> Self {
+        let scopes = scopes.into_iter().map(|s| s.into().into()).collect();
+        self.policy.scopes.push(ScopeRule::AnyOf(scopes));
+        self
+    }
+
     /// Checks the configuration and builds the verifier.
     pub fn build(self) -> Result<Verifier, ConfigError> {
         if self.algorithms.is_empty() {
@@ -182,6 +235,19 @@ impl VerifierBuilder {
         }
         if self.audiences.iter().any(String::is_empty) {
             return Err(ConfigError::EmptyValue("audience"));
+        }
+        let empty_scope = self.policy.scopes.iter().any(|rule| match rule {
+            ScopeRule::AllOf(s) | ScopeRule::AnyOf(s) => {
+                s.is_empty() || s.iter().any(|s| s.is_empty() || s.contains(' '))
+            }
+        });
+        if empty_scope {
+            return Err(ConfigError::Invalid(
+                "a scope requirement is empty or has a space in a scope".into(),
+            ));
+        }
+        if self.policy.max_lifetime.is_some_and(|m| m <= 0.0) {
+            return Err(ConfigError::Invalid("max_lifetime must be positive".into()));
         }
         if self.max_token_len < 16 {
             return Err(ConfigError::Invalid("max_token_len is too small".into()));
@@ -195,6 +261,7 @@ impl VerifierBuilder {
                 leeway: self.leeway.as_secs_f64(),
                 max_token_len: self.max_token_len,
                 clock: self.clock,
+                policy: self.policy,
             }),
         })
     }
@@ -232,6 +299,7 @@ pub struct Verified<C> {
 pub(crate) struct Parsed<'t> {
     pub(crate) alg: Algorithm,
     pub(crate) kid: Option<Cow<'t, str>>,
+    typ: Option<Cow<'t, str>>,
     x5t: Option<Cow<'t, str>>,
     x5t_s256: Option<Cow<'t, str>>,
     /// `header.payload`: the signed bytes.
@@ -247,6 +315,8 @@ struct Header<'a> {
     alg: Cow<'a, str>,
     #[serde(borrow, default)]
     kid: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    typ: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     x5t: Option<Cow<'a, str>>,
     #[serde(borrow, default, rename = "x5t#S256")]
@@ -270,6 +340,10 @@ struct Registered<'a> {
     iss: Option<&'a RawValue>,
     sub: Option<&'a RawValue>,
     aud: Option<&'a RawValue>,
+    scope: Option<&'a RawValue>,
+    scp: Option<&'a RawValue>,
+    /// Every member name, for duplicate detection and required claims.
+    names: Vec<Cow<'a, str>>,
 }
 
 impl<'de> Deserialize<'de> for Registered<'de> {
@@ -288,10 +362,12 @@ impl<'de> serde::de::Visitor<'de> for RegisteredVisitor {
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut reg = Registered::default();
-        let mut seen: Vec<Cow<'de, str>> = Vec::with_capacity(16);
+        let mut reg = Registered {
+            names: Vec::with_capacity(16),
+            ..Registered::default()
+        };
         while let Some(name) = map.next_key::<Cow<'de, str>>()? {
-            if seen.contains(&name) {
+            if reg.names.contains(&name) {
                 return Err(serde::de::Error::custom("duplicate member"));
             }
             let value: &'de RawValue = map.next_value()?;
@@ -302,13 +378,15 @@ impl<'de> serde::de::Visitor<'de> for RegisteredVisitor {
                 "iss" => &mut reg.iss,
                 "sub" => &mut reg.sub,
                 "aud" => &mut reg.aud,
+                "scope" => &mut reg.scope,
+                "scp" => &mut reg.scp,
                 _ => {
-                    seen.push(name);
+                    reg.names.push(name);
                     continue;
                 }
             };
             *slot = Some(value);
-            seen.push(name);
+            reg.names.push(name);
         }
         Ok(reg)
     }
@@ -358,7 +436,7 @@ impl Verifier {
     /// ```
     pub fn verify<C: DeserializeOwned>(&self, token: &str, keys: &KeySet) -> Result<Verified<C>, AuthError> {
         let parsed = self.parse(token)?;
-        self.verify_parsed(&parsed, keys)
+        self.verify_parsed(&parsed, keys, Route::default())
     }
 
     /// Checks the signature only (key selection included), without claim validation.
@@ -409,6 +487,7 @@ impl Verifier {
         Ok(Parsed {
             alg,
             kid: own(h.kid),
+            typ: own(h.typ),
             x5t: own(h.x5t),
             x5t_s256: own(h.x5t_s256),
             message,
@@ -422,12 +501,25 @@ impl Verifier {
         &self,
         parsed: &Parsed<'_>,
         keys: &KeySet,
+        route: Route<'_>,
     ) -> Result<Verified<C>, AuthError> {
+        if route.algorithms.is_some_and(|algs| !algs.contains(parsed.alg)) {
+            return Err(AuthError::AlgorithmNotAllowed);
+        }
         let kid = self.check_signature(parsed, keys)?;
+        self.config.policy.typ.check(parsed.typ.as_deref())?;
         let payload = decode_segment(parsed.payload, "payload")?;
-        let token = self.check_claims(&payload, parsed.alg, kid)?;
+        let token = self.check_claims(&payload, parsed.alg, kid, route)?;
         let claims = serde_json::from_slice(&payload).map_err(|_| AuthError::ClaimsShape)?;
         Ok(Verified { claims, token })
+    }
+
+    /// The token's `iss`, read before the signature is checked, only to choose among
+    /// configured issuers (whose keys then decide).
+    pub(crate) fn unverified_issuer(&self, parsed: &Parsed<'_>) -> Result<Option<String>, AuthError> {
+        let payload = decode_segment(parsed.payload, "payload")?;
+        let reg = registered(&payload)?;
+        reg.iss.map(|raw| string_claim(raw, "iss")).transpose()
     }
 
     fn check_signature(&self, parsed: &Parsed<'_>, keys: &KeySet) -> Result<Option<Arc<str>>, AuthError> {
@@ -451,18 +543,17 @@ impl Verifier {
         Err(AuthError::InvalidSignature)
     }
 
+    /// Time, issuer and audience (401s) first, then the access policy (403 for scopes).
     fn check_claims(
         &self,
         payload: &[u8],
         alg: Algorithm,
         kid: Option<Arc<str>>,
+        route: Route<'_>,
     ) -> Result<VerifiedToken, AuthError> {
-        let reg: Registered<'_> = json_object(payload).ok_or(AuthError::Malformed(
-            "claims are not a JSON object with unique members",
-        ))?;
-        let now = self.now();
-        let leeway = self.config.leeway;
-        let exp = numeric_date(reg.exp, "exp")?.ok_or(AuthError::MissingClaim("exp"))?;
+        let reg = registered(payload)?;
+        let (now, leeway) = (self.now(), self.config.leeway);
+        let exp = numeric_date(reg.exp, "exp")?.ok_or(AuthError::MissingClaim("exp".into()))?;
         if now >= exp + leeway {
             return Err(AuthError::Expired);
         }
@@ -471,19 +562,17 @@ impl Verifier {
         {
             return Err(AuthError::NotYetValid);
         }
-        if let Some(iat) = numeric_date(reg.iat, "iat")?
-            && iat > now + leeway
-        {
+        let iat = numeric_date(reg.iat, "iat")?;
+        if iat.is_some_and(|iat| iat > now + leeway) {
             return Err(AuthError::IssuedInFuture);
         }
-        let iss = self.check_issuer(reg.iss)?;
-        self.check_audience(reg.aud)?;
-        let sub = match reg.sub {
-            Some(raw) => {
-                Some(serde_json::from_str::<String>(raw.get()).map_err(|_| AuthError::InvalidClaim("sub"))?)
-            }
-            None => None,
-        };
+        let iss = self.check_issuer(reg.iss, route.issuer)?;
+        self.check_audience(reg.aud, route.audiences.unwrap_or(&self.config.audiences))?;
+        let sub = reg.sub.map(|raw| string_claim(raw, "sub")).transpose()?;
+        let policy = &self.config.policy;
+        policy.check_lifetime(exp, iat, now)?;
+        policy.check_required(&reg.names)?;
+        policy.check_scopes(reg.scope, reg.scp)?;
         Ok(VerifiedToken {
             kid,
             alg,
@@ -493,19 +582,20 @@ impl Verifier {
         })
     }
 
-    fn check_issuer(&self, raw: Option<&RawValue>) -> Result<Option<Arc<str>>, AuthError> {
-        let iss = match raw {
-            Some(raw) => Some(
-                serde_json::from_str::<Cow<'_, str>>(raw.get())
-                    .map_err(|_| AuthError::InvalidClaim("iss"))?,
-            ),
-            None => None,
+    fn check_issuer(
+        &self,
+        raw: Option<&RawValue>,
+        routed: Option<&Arc<str>>,
+    ) -> Result<Option<Arc<str>>, AuthError> {
+        let iss = raw.map(|raw| string_claim(raw, "iss")).transpose()?;
+        let issuers = match routed {
+            Some(one) => std::slice::from_ref(one),
+            None => &self.config.issuers[..],
         };
-        let issuers = &self.config.issuers;
         match iss {
             None if issuers.is_empty() => Ok(None),
-            None => Err(AuthError::MissingClaim("iss")),
-            Some(iss) if issuers.is_empty() => Ok(Some(Arc::from(iss.as_ref()))),
+            None => Err(AuthError::MissingClaim("iss".into())),
+            Some(iss) if issuers.is_empty() => Ok(Some(Arc::from(iss))),
             Some(iss) => issuers
                 .iter()
                 .find(|known| ***known == *iss)
@@ -515,7 +605,7 @@ impl Verifier {
         }
     }
 
-    fn check_audience(&self, raw: Option<&RawValue>) -> Result<(), AuthError> {
+    fn check_audience(&self, raw: Option<&RawValue>, accepted: &[Box<str>]) -> Result<(), AuthError> {
         let aud = match raw {
             Some(raw) => Some(
                 serde_json::from_str::<Audience<'_>>(raw.get())
@@ -523,13 +613,12 @@ impl Verifier {
             ),
             None => None,
         };
-        let accepted = &self.config.audiences;
         if accepted.is_empty() {
             return Ok(());
         }
         let known = |a: &str| accepted.iter().any(|k| **k == *a);
         match aud {
-            None => Err(AuthError::MissingClaim("aud")),
+            None => Err(AuthError::MissingClaim("aud".into())),
             Some(Audience::One(a)) if known(&a) => Ok(()),
             Some(Audience::Many(list)) if list.iter().any(|a| known(a)) => Ok(()),
             Some(_) => Err(AuthError::WrongAudience),
@@ -544,6 +633,25 @@ impl Verifier {
             .map_or_else(SystemTime::now, |clock| clock());
         now.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
     }
+}
+
+/// What one configured issuer narrows: its own name, audiences and algorithms. The
+/// default (all `None`) uses the verifier's configuration.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Route<'a> {
+    pub(crate) issuer: Option<&'a Arc<str>>,
+    pub(crate) audiences: Option<&'a [Box<str>]>,
+    pub(crate) algorithms: Option<AlgorithmSet>,
+}
+
+fn registered(payload: &[u8]) -> Result<Registered<'_>, AuthError> {
+    json_object(payload).ok_or(AuthError::Malformed(
+        "claims are not a JSON object with unique members",
+    ))
+}
+
+fn string_claim(raw: &RawValue, claim: &'static str) -> Result<String, AuthError> {
+    serde_json::from_str::<String>(raw.get()).map_err(|_| AuthError::InvalidClaim(claim))
 }
 
 /// RFC 7519 NumericDate: any JSON number, integer or not, within [0, year 9999].
