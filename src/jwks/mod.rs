@@ -1,5 +1,6 @@
 //! Key sources: a JWKS fetched from a URL and kept fresh.
 
+mod discovery;
 mod remote;
 
 pub use remote::{

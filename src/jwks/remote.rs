@@ -14,6 +14,7 @@ use http::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
 use http::{HeaderValue, StatusCode};
 use tokio::time::Instant;
 
+use super::discovery::Discovery;
 use crate::AuthError;
 use crate::keys::KeySet;
 use crate::telemetry::{self, Counters, Fetch};
@@ -43,7 +44,7 @@ const FIRST_RETRY: Duration = Duration::from_secs(1);
 pub struct FetchError(Arc<str>);
 
 impl FetchError {
-    fn new(msg: impl Into<String>) -> Self {
+    pub(crate) fn new(msg: impl Into<String>) -> Self {
         Self(Arc::from(msg.into()))
     }
 }
@@ -78,7 +79,7 @@ pub struct RemoteJwks {
 impl fmt::Debug for RemoteJwks {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RemoteJwks")
-            .field("url", &self.inner.url.as_str())
+            .field("url", &self.url())
             .field("config", &self.inner.config)
             .finish_non_exhaustive()
     }
@@ -96,7 +97,9 @@ struct Config {
 }
 
 struct Inner {
-    url: reqwest::Url,
+    /// The JWKS URL: configured, or found by discovery (and followed when it moves).
+    jwks_url: ArcSwapOption<reqwest::Url>,
+    discovery: Option<Discovery>,
     client: reqwest::Client,
     config: Config,
     /// The last good set; read without locks on every request.
@@ -160,7 +163,7 @@ pub struct JwksHealth {
 #[derive(Debug)]
 #[must_use]
 pub struct RemoteJwksBuilder {
-    url: String,
+    target: Target,
     client: Option<reqwest::Client>,
     config: Config,
 }
@@ -168,8 +171,27 @@ pub struct RemoteJwksBuilder {
 impl RemoteJwks {
     /// A builder for the key set at `url` (`https`, or `http` on loopback only).
     pub fn builder(url: impl Into<String>) -> RemoteJwksBuilder {
+        Self::with_target(Target::Jwks(url.into()))
+    }
+
+    /// A builder for the key set of an OpenID Provider, found through discovery:
+    /// `{issuer}/.well-known/openid-configuration` (then the RFC 8414 form). The
+    /// metadata's `issuer` must equal `issuer` exactly, and discovery is repeated on
+    /// every refresh so a moved `jwks_uri` is followed.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tower_jwt_auth::RemoteJwks;
+    /// let jwks = RemoteJwks::discover("https://accounts.example").build().await?;
+    /// # let _ = jwks; Ok(()) }
+    /// ```
+    pub fn discover(issuer: impl Into<String>) -> RemoteJwksBuilder {
+        Self::with_target(Target::Issuer(issuer.into()))
+    }
+
+    fn with_target(target: Target) -> RemoteJwksBuilder {
         RemoteJwksBuilder {
-            url: url.into(),
+            target,
             client: None,
             config: Config {
                 refresh_interval: DEFAULT_REFRESH_INTERVAL,
@@ -183,9 +205,15 @@ impl RemoteJwks {
         }
     }
 
-    /// The URL the keys are fetched from.
-    pub fn url(&self) -> &str {
-        self.inner.url.as_str()
+    /// The URL the keys are fetched from; with discovery, the issuer until the first
+    /// discovery succeeded.
+    pub fn url(&self) -> String {
+        self.inner.label()
+    }
+
+    /// The issuer this key set was discovered from, if it was.
+    pub fn issuer(&self) -> Option<&str> {
+        self.inner.discovery.as_ref().map(Discovery::issuer)
     }
 
     /// The current key set, or `None` when none was ever loaded or it is older than
@@ -369,15 +397,60 @@ impl Inner {
         match result {
             Ok(()) => state.last_error = None,
             Err(e) => {
-                self.counters.fetch(self.url.as_str(), Fetch::Failed);
-                tracing::warn!(url = %self.url, error = %e, "JWKS fetch failed");
+                let url = self.label();
+                self.counters.fetch(&url, Fetch::Failed);
+                tracing::warn!(%url, error = %e, "JWKS fetch failed");
                 state.last_error = Some(e.clone());
             }
         }
     }
 
+    /// For logs and metric labels: the JWKS URL, or the issuer before discovery.
+    fn label(&self) -> String {
+        match (self.jwks_url.load().as_deref(), &self.discovery) {
+            (Some(url), _) => url.to_string(),
+            (None, Some(d)) => d.issuer().to_string(),
+            (None, None) => String::new(),
+        }
+    }
+
+    /// The JWKS URL to fetch now: with discovery, rediscovered (a failed discovery
+    /// falls back to the last known URL, so a metadata hiccup is not a key outage).
+    async fn current_url(&self) -> Result<Arc<reqwest::Url>, FetchError> {
+        let known = self.jwks_url.load_full();
+        let Some(discovery) = &self.discovery else {
+            return known.ok_or_else(|| FetchError::new("no JWKS URL"));
+        };
+        let c = &self.config;
+        match discovery
+            .jwks_uri(&self.client, c.timeout, c.max_response_size)
+            .await
+        {
+            Ok(url) if known.as_deref() == Some(&url) => Ok(Arc::new(url)),
+            Ok(url) => {
+                if let Some(old) = &known {
+                    tracing::info!(issuer = discovery.issuer(), from = %old, to = %url, "jwks_uri moved");
+                    let mut state = self.lock();
+                    state.etag = None;
+                    state.last_modified = None;
+                }
+                let url = Arc::new(url);
+                self.jwks_url.store(Some(url.clone()));
+                Ok(url)
+            }
+            Err(e) => match known {
+                Some(url) => {
+                    tracing::warn!(issuer = discovery.issuer(), error = %e, "rediscovery failed; keeping jwks_uri");
+                    Ok(url)
+                }
+                None => Err(e),
+            },
+        }
+    }
+
     async fn fetch(&self) -> Result<(), FetchError> {
-        let mut request = self.client.get(self.url.clone()).timeout(self.config.timeout);
+        let url = self.current_url().await?;
+        let mut request = self.client.get((*url).clone()).timeout(self.config.timeout);
         let have_keys = self.current.load().is_some();
         if have_keys {
             let state = self.lock();
@@ -391,17 +464,34 @@ impl Inner {
         let response = request
             .send()
             .await
-            .map_err(|e| FetchError::new(format!("GET {}: {}", self.url, describe(&e))))?;
+            .map_err(|e| FetchError::new(format!("GET {url}: {}", describe(&e))))?;
         match response.status() {
             StatusCode::NOT_MODIFIED if have_keys => {
-                self.counters.fetch(self.url.as_str(), Fetch::NotModified);
+                self.counters.fetch(url.as_str(), Fetch::NotModified);
                 let ttl = self.freshness(response.headers());
                 self.confirm();
                 self.lock().ttl = Some(ttl);
                 Ok(())
             }
-            StatusCode::OK => self.accept(response).await,
-            status => Err(FetchError::new(format!("GET {}: status {status}", self.url))),
+            StatusCode::OK => self.accept(&url, response).await,
+            status => Err(FetchError::new(format!("GET {url}: status {status}"))),
+        }
+    }
+
+    /// One line when the provider rotates: which kids came and went.
+    fn log_change(&self, url: &reqwest::Url, keys: &KeySet) {
+        let old = self.current.load();
+        let old_kids: Vec<&str> = old.as_ref().map(|l| l.keys.kids().collect()).unwrap_or_default();
+        let added: Vec<&str> = keys.kids().filter(|k| !old_kids.contains(k)).collect();
+        let removed: Vec<&str> = old_kids
+            .iter()
+            .copied()
+            .filter(|k| !keys.contains_kid(k))
+            .collect();
+        if added.is_empty() && removed.is_empty() {
+            tracing::debug!(%url, keys = keys.len(), "JWKS unchanged");
+        } else {
+            tracing::info!(%url, keys = keys.len(), ?added, ?removed, "JWKS loaded");
         }
     }
 
@@ -414,24 +504,21 @@ impl Inner {
         }
     }
 
-    async fn accept(&self, response: reqwest::Response) -> Result<(), FetchError> {
+    async fn accept(&self, url: &reqwest::Url, response: reqwest::Response) -> Result<(), FetchError> {
         let etag = response.headers().get(ETAG).cloned();
         let last_modified = response.headers().get(LAST_MODIFIED).cloned();
         let ttl = self.freshness(response.headers());
         let body = read_capped(response, self.config.max_response_size)
             .await
-            .map_err(|e| FetchError::new(format!("GET {}: {e}", self.url)))?;
-        let keys = KeySet::from_jwks(&body).map_err(|e| FetchError::new(format!("GET {}: {e}", self.url)))?;
+            .map_err(|e| FetchError::new(format!("GET {url}: {e}")))?;
+        let keys = KeySet::from_jwks(&body).map_err(|e| FetchError::new(format!("GET {url}: {e}")))?;
         if keys.is_empty() {
             // Replacing good keys with nothing would lock every caller out.
-            return Err(FetchError::new(format!(
-                "GET {}: no usable signing keys",
-                self.url
-            )));
+            return Err(FetchError::new(format!("GET {url}: no usable signing keys")));
         }
-        tracing::debug!(url = %self.url, keys = keys.len(), "JWKS loaded");
-        self.counters.fetch(self.url.as_str(), Fetch::Ok);
-        telemetry::keys_loaded(self.url.as_str(), keys.len());
+        self.log_change(url, &keys);
+        self.counters.fetch(url.as_str(), Fetch::Ok);
+        telemetry::keys_loaded(url.as_str(), keys.len());
         self.current.store(Some(Arc::new(Loaded {
             keys: Arc::new(keys),
             confirmed: Instant::now(),
@@ -446,7 +533,7 @@ impl Inner {
 }
 
 /// Reads the body, failing as soon as it grows past `cap`.
-async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, String> {
+pub(crate) async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<u8>, String> {
     if response.content_length().is_some_and(|len| len > cap as u64) {
         return Err(format!("response larger than {cap} bytes"));
     }
@@ -461,7 +548,7 @@ async fn read_capped(mut response: reqwest::Response, cap: usize) -> Result<Vec<
 }
 
 /// A reqwest error with its causes, which carry the useful part ("connection refused").
-fn describe(error: &reqwest::Error) -> String {
+pub(crate) fn describe(error: &reqwest::Error) -> String {
     let mut text = if error.is_timeout() {
         "timed out".to_string()
     } else {
@@ -547,7 +634,10 @@ impl RemoteJwksBuilder {
     }
 
     fn create(self) -> Result<RemoteJwks, ConfigError> {
-        let url = check_url(&self.url)?;
+        let (jwks_url, discovery) = match &self.target {
+            Target::Jwks(url) => (Some(Arc::new(check_url(url)?)), None),
+            Target::Issuer(issuer) => (None, Some(Discovery::new(issuer)?)),
+        };
         let c = &self.config;
         if c.refresh_interval.is_zero() || c.timeout.is_zero() || c.max_response_size == 0 {
             return Err(ConfigError::Invalid(
@@ -570,7 +660,8 @@ impl RemoteJwksBuilder {
             .build();
         Ok(RemoteJwks {
             inner: Arc::new(Inner {
-                url,
+                jwks_url: ArcSwapOption::new(jwks_url),
+                discovery,
                 client,
                 config: self.config,
                 current: ArcSwapOption::empty(),
@@ -588,6 +679,13 @@ fn default_client() -> Result<reqwest::Client, ConfigError> {
         .user_agent(concat!("tower-jwt-auth/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| ConfigError::Invalid(format!("HTTP client: {e}")))
+}
+
+/// What a builder was given: the JWKS URL itself, or an issuer to discover it from.
+#[derive(Debug, Clone)]
+enum Target {
+    Jwks(String),
+    Issuer(String),
 }
 
 /// `https`, or `http` to a loopback host (tests and sidecars).
