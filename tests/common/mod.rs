@@ -20,6 +20,8 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 use tower_jwt_auth::{Claims, JwtAuthLayer, VerifiedToken};
 
+pub mod oidc;
+
 pub const ISSUER: &str = "https://issuer.test";
 pub const AUDIENCE: &str = "api";
 
