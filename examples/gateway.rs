@@ -5,8 +5,10 @@
 //! Verified requests go to `--upstream` with the token's claims as base64url JSON in
 //! `x-jwt-claims`, and without the `Authorization` header unless `--forward-token`.
 //! Rejections are the RFC 6750 answers of [`JwtAuthLayer`]; an upstream that cannot be
-//! reached gets a 502. `--demo` starts an embedded issuer and an echo upstream, and
-//! prints a token with curl lines to try.
+//! reached gets a 502. `GET /healthz` is answered by the gateway itself, without a token;
+//! `--metrics-listen` adds a second listener with Prometheus metrics at `/metrics`.
+//! `--demo` starts an embedded issuer and an echo upstream, and prints a token with curl
+//! lines to try.
 
 use std::fmt;
 use std::io::{self, IsTerminal};
@@ -14,24 +16,28 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use clap::Parser;
-use http::header::{AUTHORIZATION, CONNECTION, HOST};
+use http::header::{AUTHORIZATION, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, HOST};
 use http::uri::Authority;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tower_jwt_auth::{
-    Algorithm, AuthError, BuildError, Claims, ConfigError, JsonClaims, JwtAuthLayer, RemoteJwks,
-    VerifiedToken, Verifier,
+    Algorithm, AuthError, BuildError, Claims, ConfigError, DEFAULT_COOLDOWN, DEFAULT_FETCH_TIMEOUT,
+    DEFAULT_MAX_REFRESH, DEFAULT_MAX_STALE, DEFAULT_MIN_REFRESH, DEFAULT_REFRESH_INTERVAL, JsonClaims,
+    JwksHealth, JwtAuthLayer, RemoteJwks, RemoteJwksBuilder, VerifiedToken, Verifier,
 };
 
 /// The header that carries the verified claims to the upstream.
@@ -53,6 +59,15 @@ const HOP_BY_HOP: [&str; 8] = [
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time allowed for the upstream's response head; after that the client gets a 502.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+/// The path the gateway answers itself: never proxied, never asks for a token.
+pub(crate) const HEALTHZ: &str = "/healthz";
+/// The path of the Prometheus text on the --metrics-listen listener.
+pub(crate) const METRICS: &str = "/metrics";
+/// Content type of the Prometheus text exposition format.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Largest value of a --jwks-* duration flag (365 days): bounded so that no setting can
+/// overflow a deadline computed from it.
+const MAX_SECS: u64 = 365 * 24 * 3600;
 
 /// A reverse proxy that only lets through requests carrying a valid bearer JWT.
 ///
@@ -64,7 +79,15 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 /// challenge (RFC 6750); an unreachable or failing upstream gives 502.
 ///
 /// At startup the gateway fetches the key set once. If that fails it prints the URL and
-/// the cause and exits with status 1: it refuses to start without keys.
+/// the cause and exits with status 1: it refuses to start without keys. Afterwards the
+/// key set is refreshed in the background (--jwks-* flags, whole seconds from 1 to
+/// 31536000); while the provider is down the last good keys are used for up to
+/// --jwks-max-stale seconds.
+///
+/// GET /healthz is answered by the gateway itself, before authentication, and never
+/// proxied (the path is reserved): 200 when keys are loaded, 503 when not, with a JSON
+/// body (ready, keys, age in seconds or null, last_error, fetch and token counters).
+/// --metrics-listen serves Prometheus metrics at /metrics on a second address.
 ///
 /// One log line per request goes to stderr (method, path, status, latency, kid, sub;
 /// never the token, Authorization or Cookie, nor the query string). RUST_LOG sets the
@@ -107,6 +130,39 @@ pub(crate) struct Args {
     #[arg(long)]
     pub(crate) forward_token: bool,
 
+    /// Seconds between key set refreshes when the provider sends no Cache-Control
+    /// max-age; also the longest retry backoff while the provider is down.
+    #[arg(long, value_name = "SECS", value_parser = secs(), default_value_t = DEFAULT_REFRESH_INTERVAL.as_secs())]
+    pub(crate) jwks_refresh: u64,
+
+    /// Shortest refresh interval in seconds: the lower bound on the provider's max-age,
+    /// and the interval when it says no-cache.
+    #[arg(long, value_name = "SECS", value_parser = secs(), default_value_t = DEFAULT_MIN_REFRESH.as_secs())]
+    pub(crate) jwks_min_refresh: u64,
+
+    /// Longest refresh interval in seconds: the upper bound on the provider's max-age.
+    #[arg(long, value_name = "SECS", value_parser = secs(), default_value_t = DEFAULT_MAX_REFRESH.as_secs())]
+    pub(crate) jwks_max_refresh: u64,
+
+    /// Seconds between two key set fetches caused by tokens with an unknown kid; unknown
+    /// kids seen in between are rejected at once.
+    #[arg(long, value_name = "SECS", value_parser = secs(), default_value_t = DEFAULT_COOLDOWN.as_secs())]
+    pub(crate) jwks_cooldown: u64,
+
+    /// Seconds the last good key set is still used while the provider cannot be reached;
+    /// after that requests get 503 and /healthz reports not ready.
+    #[arg(long, value_name = "SECS", value_parser = secs(), default_value_t = DEFAULT_MAX_STALE.as_secs())]
+    pub(crate) jwks_max_stale: u64,
+
+    /// Time limit in seconds for one key set fetch, from connecting to the last byte.
+    #[arg(long, value_name = "SECS", value_parser = secs(), default_value_t = DEFAULT_FETCH_TIMEOUT.as_secs())]
+    pub(crate) jwks_timeout: u64,
+
+    /// Also serve Prometheus metrics at http://ADDR/metrics, on this second address
+    /// (token and fetch counters, key set readiness, age and size). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics_listen: Option<SocketAddr>,
+
     /// Run a self-contained demo: an embedded issuer, an echo upstream, and a token with
     /// curl lines to try. Needs no other flag.
     #[arg(long, conflicts_with_all = ["upstream", "jwks_url", "issuers", "audiences", "algorithms"])]
@@ -139,6 +195,11 @@ fn parse_jwks_url(s: &str) -> Result<String, String> {
         (Some("https" | "http"), Some(_)) => Ok(s.to_owned()),
         _ => Err("must be an https URL (or http to a loopback address)".into()),
     }
+}
+
+/// A --jwks-* duration in whole seconds, from 1 to [`MAX_SECS`].
+fn secs() -> clap::builder::RangedU64ValueParser {
+    clap::value_parser!(u64).range(1..=MAX_SECS)
 }
 
 fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
@@ -176,8 +237,12 @@ pub(crate) enum StartError {
     Missing(&'static str),
     /// The verifier refuses the flags (an empty issuer, ...).
     Config(ConfigError),
+    /// The key set builder refuses --jwks-url or the --jwks-* flags (min above max, ...).
+    JwksConfig(ConfigError),
     /// The key set could not be loaded: the gateway never runs without keys.
     Jwks { url: String, source: BuildError },
+    /// The Prometheus recorder could not be installed.
+    Metrics(String),
     /// A socket could not be bound.
     Bind { addr: SocketAddr, source: io::Error },
     /// The server stopped with an error.
@@ -197,6 +262,8 @@ impl fmt::Display for StartError {
         match self {
             Self::Missing(flag) => write!(f, "{flag} is required (or try --demo)"),
             Self::Config(e) => write!(f, "invalid configuration: {e}"),
+            Self::JwksConfig(e @ ConfigError::Url(_)) => write!(f, "invalid --jwks-url: {e}"),
+            Self::JwksConfig(e) => write!(f, "invalid --jwks-* settings: {e}"),
             Self::Jwks { url, source } => {
                 write!(
                     f,
@@ -205,6 +272,7 @@ impl fmt::Display for StartError {
             }
             Self::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             Self::Serve(e) => write!(f, "server error: {e}"),
+            Self::Metrics(why) => write!(f, "cannot set up metrics: {why}"),
             Self::Demo(why) => write!(f, "demo setup failed: {why}"),
         }
     }
@@ -213,33 +281,54 @@ impl fmt::Display for StartError {
 impl std::error::Error for StartError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            Self::Config(e) => Some(e),
+            Self::Config(e) | Self::JwksConfig(e) => Some(e),
             Self::Jwks { source, .. } => Some(source),
             Self::Bind { source, .. } | Self::Serve(source) => Some(source),
-            Self::Missing(_) | Self::Demo(_) => None,
+            Self::Missing(_) | Self::Metrics(_) | Self::Demo(_) => None,
         }
     }
 }
 
-/// The gateway as a router: fetches the key set first and fails when it cannot.
-pub(crate) async fn app(args: &Args) -> Result<Router, StartError> {
+/// The gateway's router and the key set behind it (which /metrics reports on).
+#[derive(Debug)]
+pub(crate) struct Gateway {
+    /// /healthz, and everything else through authentication to the upstream.
+    pub(crate) app: Router,
+    /// The key set, refreshed in the background.
+    pub(crate) jwks: RemoteJwks,
+}
+
+/// Builds the gateway: fetches the key set first and fails when it cannot.
+pub(crate) async fn gateway(args: &Args) -> Result<Gateway, StartError> {
     let upstream = args.upstream.clone().ok_or(StartError::Missing("--upstream"))?;
     let url = args
         .jwks_url
         .as_deref()
         .ok_or(StartError::Missing("--jwks-url"))?;
     let verifier = verifier(args).map_err(StartError::Config)?;
-    let jwks = RemoteJwks::builder(url)
+    let jwks = jwks_builder(url, args)
         .build()
         .await
-        .map_err(|source| StartError::Jwks {
-            url: url.to_owned(),
-            source,
+        .map_err(|source| match source {
+            BuildError::Config(e) => StartError::JwksConfig(e),
+            source => StartError::Jwks {
+                url: url.to_owned(),
+                source,
+            },
         })?;
-    Ok(router(
-        JwtAuthLayer::new(verifier, jwks),
-        Proxy::new(upstream, args.forward_token),
-    ))
+    let app = router(verifier, jwks.clone(), Proxy::new(upstream, args.forward_token));
+    Ok(Gateway { app, jwks })
+}
+
+/// The key set at `url` with the --jwks-* flags; the builder checks how they combine.
+pub(crate) fn jwks_builder(url: &str, args: &Args) -> RemoteJwksBuilder {
+    RemoteJwks::builder(url)
+        .refresh_interval(Duration::from_secs(args.jwks_refresh))
+        .min_refresh(Duration::from_secs(args.jwks_min_refresh))
+        .max_refresh(Duration::from_secs(args.jwks_max_refresh))
+        .cooldown(Duration::from_secs(args.jwks_cooldown))
+        .max_stale(Duration::from_secs(args.jwks_max_stale))
+        .timeout(Duration::from_secs(args.jwks_timeout))
 }
 
 fn verifier(args: &Args) -> Result<Verifier, ConfigError> {
@@ -256,13 +345,109 @@ fn verifier(args: &Args) -> Result<Verifier, ConfigError> {
     builder.build()
 }
 
-/// Every path and method goes through the log line, then authentication, then the proxy.
-pub(crate) fn router(auth: JwtAuthLayer, proxy: Proxy) -> Router {
-    Router::new()
+/// Every request gets a log line. `GET /healthz` is answered here, outside the
+/// authentication layer, so probes need no token; every other path and method goes
+/// through authentication to the proxy.
+pub(crate) fn router(verifier: Verifier, jwks: RemoteJwks, proxy: Proxy) -> Router {
+    let guarded = Router::new()
         .fallback(forward)
         .with_state(proxy)
-        .layer(auth)
+        .layer(JwtAuthLayer::new(verifier, jwks.clone()));
+    Router::new()
+        .route(HEALTHZ, get(healthz))
+        .with_state(jwks)
+        .fallback_service(guarded)
         .layer(middleware::from_fn(log_request))
+}
+
+/// `GET /healthz`: 200 when keys are loaded, else 503; the key set's health as JSON.
+async fn healthz(State(jwks): State<RemoteJwks>) -> Response {
+    let health = jwks.health();
+    let status = if health.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let mut res = (status, Json(health_json(&health))).into_response();
+    res.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// The health fields as JSON; `age` in seconds (a number) or null before the first load.
+fn health_json(health: &JwksHealth) -> Value {
+    json!({
+        "ready": health.ready,
+        "keys": health.keys,
+        "age": health.age.map(|age| age.as_secs_f64()),
+        "last_error": health.last_error,
+        "fetches": health.fetches,
+        "not_modified": health.not_modified,
+        "failures": health.failures,
+        "unknown_kid_refetches": health.unknown_kid_refetches,
+        "rejected_kids": health.rejected_kids,
+        "tokens_accepted": health.tokens_accepted,
+        "tokens_rejected": health.tokens_rejected,
+    })
+}
+
+/// With --metrics-listen: installs the process-wide Prometheus recorder. Call once,
+/// before the key set is built, so that its first fetch is counted too.
+fn install_metrics(args: &Args) -> Result<Option<PrometheusHandle>, StartError> {
+    if args.metrics_listen.is_none() {
+        return Ok(None);
+    }
+    PrometheusBuilder::new()
+        .install_recorder()
+        .map(Some)
+        .map_err(|e| StartError::Metrics(e.to_string()))
+}
+
+/// What `GET /metrics` renders.
+#[derive(Clone)]
+struct MetricsState {
+    handle: PrometheusHandle,
+    jwks: RemoteJwks,
+}
+
+/// The --metrics-listen app: `GET /metrics` renders `handle` as Prometheus text.
+pub(crate) fn metrics_router(handle: PrometheusHandle, jwks: RemoteJwks) -> Router {
+    Router::new()
+        .route(METRICS, get(metrics))
+        .with_state(MetricsState { handle, jwks })
+}
+
+async fn metrics(State(state): State<MetricsState>) -> Response {
+    set_health_gauges(&state.jwks);
+    state.handle.run_upkeep();
+    ([(CONTENT_TYPE, PROMETHEUS_TEXT)], state.handle.render()).into_response()
+}
+
+/// `jwks_ready`, `jwks_age_seconds` and `jwks_keys` (labelled with the URL, like the
+/// crate's own `jwks_keys`), as of now.
+fn set_health_gauges(jwks: &RemoteJwks) {
+    let health = jwks.health();
+    let url = jwks.url().to_string();
+    metrics::gauge!("jwks_ready", "url" => url.clone()).set(if health.ready { 1.0 } else { 0.0 });
+    metrics::gauge!("jwks_keys", "url" => url.clone()).set(health.keys as f64);
+    if let Some(age) = health.age {
+        metrics::gauge!("jwks_age_seconds", "url" => url).set(age.as_secs_f64());
+    }
+}
+
+/// With --metrics-listen: binds it and serves `/metrics` there in the background.
+async fn spawn_metrics(
+    args: &Args,
+    handle: Option<PrometheusHandle>,
+    jwks: &RemoteJwks,
+) -> Result<Option<SocketAddr>, StartError> {
+    let (Some(addr), Some(handle)) = (args.metrics_listen, handle) else {
+        return Ok(None);
+    };
+    let listener = bind(addr).await?;
+    let bound = local_addr(&listener)?;
+    spawn_server(listener, metrics_router(handle, jwks.clone()));
+    Ok(Some(bound))
 }
 
 /// The upstream and the HTTP client that reaches it.
@@ -335,8 +520,8 @@ async fn forward(State(proxy): State<Proxy>, req: Request) -> Response {
 }
 
 fn bad_gateway(error: UpstreamError) -> Response {
-    let body = serde_json::json!({"error": "bad_gateway", "error_description": "upstream unavailable"});
-    let mut res = (StatusCode::BAD_GATEWAY, axum::Json(body)).into_response();
+    let body = json!({"error": "bad_gateway", "error_description": "upstream unavailable"});
+    let mut res = (StatusCode::BAD_GATEWAY, Json(body)).into_response();
     res.extensions_mut().insert(error);
     res
 }
@@ -425,13 +610,16 @@ async fn shutdown_signal() {
     }
 }
 
-/// The gateway proper: keys first, then the socket, then serve until Ctrl-C.
+/// The gateway proper: the recorder, the keys, then the sockets; serves until Ctrl-C.
 async fn run(args: &Args) -> Result<(), StartError> {
-    let app = app(args).await?;
+    let handle = install_metrics(args)?;
+    let Gateway { app, jwks } = gateway(args).await?;
     let listener = bind(args.listen).await?;
     let listen = local_addr(&listener)?;
+    let metrics = spawn_metrics(args, handle, &jwks).await?;
     let upstream = args.upstream.as_ref().map(tracing::field::display);
-    tracing::info!(%listen, upstream, "gateway ready");
+    let metrics = metrics.map(tracing::field::display);
+    tracing::info!(%listen, upstream, metrics, "gateway ready");
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await
@@ -470,9 +658,6 @@ async fn main() -> ExitCode {
 pub(crate) mod demo {
     use std::time::{SystemTime, UNIX_EPOCH};
 
-    use axum::Json;
-    use axum::routing::get;
-    use serde_json::{Value, json};
     use tower_jwt_auth::SigningKey;
 
     use super::*;
@@ -494,14 +679,17 @@ pub(crate) mod demo {
         pub(crate) issuer: String,
         /// The echo upstream.
         pub(crate) upstream: SocketAddr,
+        /// Where `/metrics` is served, with --metrics-listen.
+        pub(crate) metrics: Option<SocketAddr>,
         /// A valid token (ES256, one hour).
         pub(crate) token: String,
         /// The valid token with `sub` changed and the signature kept.
         pub(crate) tampered: String,
     }
 
-    /// Starts the issuer, the echo upstream and the gateway on background tasks.
-    pub(crate) async fn start(args: &Args) -> Result<Demo, StartError> {
+    /// Starts the issuer, the echo upstream and the gateway on background tasks; and
+    /// `/metrics` on --metrics-listen when `handle` is given.
+    pub(crate) async fn start(args: &Args, handle: Option<PrometheusHandle>) -> Result<Demo, StartError> {
         let key = SigningKey::generate(Algorithm::ES256, "demo-key").map_err(StartError::demo)?;
         let issuer = format!("http://{}", serve_loopback(issuer_app(&key)).await?);
         let upstream = serve_loopback(echo_app()).await?;
@@ -513,10 +701,11 @@ pub(crate) mod demo {
             algorithms: vec![key.algorithm()],
             ..args.clone()
         };
-        let app = app(&gateway_args).await?;
+        let Gateway { app, jwks } = gateway(&gateway_args).await?;
         let (listener, taken) = bind_or_any(args.listen).await?;
         let gateway = local_addr(&listener)?;
         spawn_server(listener, app);
+        let metrics = spawn_metrics(args, handle, &jwks).await?;
         let token = mint(&key, &issuer)?;
         let tampered = tamper(&token).ok_or(StartError::Demo("cannot tamper with the token".into()))?;
         Ok(Demo {
@@ -524,6 +713,7 @@ pub(crate) mod demo {
             taken,
             issuer,
             upstream,
+            metrics,
             token,
             tampered,
         })
@@ -531,18 +721,23 @@ pub(crate) mod demo {
 
     /// Starts the demo, prints how to use it and serves until Ctrl-C.
     pub(crate) async fn run(args: &Args) -> Result<(), StartError> {
-        let demo = start(args).await?;
+        let handle = install_metrics(args)?;
+        let demo = start(args, handle).await?;
         println!("{}", demo.instructions());
         shutdown_signal().await;
         Ok(())
     }
 
     impl Demo {
-        /// What the demo prints: the addresses, the token and three curl lines.
+        /// What the demo prints: the addresses, the token and the curl lines to try.
         pub(crate) fn instructions(&self) -> String {
             let url = format!("http://{}/hello", self.gateway);
             let taken = match self.taken {
                 Some(addr) => format!("({addr} is taken; listening on {} instead)\n", self.gateway),
+                None => String::new(),
+            };
+            let metrics = match self.metrics {
+                Some(addr) => format!("# Prometheus metrics\ncurl -s http://{addr}{METRICS}\n"),
                 None => String::new(),
             };
             format!(
@@ -555,7 +750,10 @@ pub(crate) mod demo {
                  # No token: 401\n\
                  curl -i {url}\n\
                  # Tampered token (sub changed to admin, signature kept): 401 invalid_token\n\
-                 curl -i -H 'Authorization: Bearer {tampered}' {url}\n\n\
+                 curl -i -H 'Authorization: Bearer {tampered}' {url}\n\
+                 # Key set health, answered by the gateway itself (no token needed): 200\n\
+                 curl -i http://{gateway}{HEALTHZ}\n\
+                 {metrics}\n\
                  Serving until Ctrl-C.",
                 gateway = self.gateway,
                 issuer = self.issuer,

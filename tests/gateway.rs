@@ -1,6 +1,6 @@
 //! The gateway example against real servers on 127.0.0.1:0: proxying with claims,
 //! header hygiene, rejections before the upstream, upstream failures, startup checks,
-//! the log line and the demo.
+//! the --jwks-* flags, /healthz, /metrics, the log line and the demo.
 #![cfg(feature = "axum")]
 
 mod common;
@@ -12,6 +12,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -24,7 +25,13 @@ use http::{HeaderMap, Method, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::{Value, json};
+use tower::ServiceExt;
+use tower_jwt_auth::{
+    DEFAULT_COOLDOWN, DEFAULT_FETCH_TIMEOUT, DEFAULT_MAX_REFRESH, DEFAULT_MAX_STALE, DEFAULT_MIN_REFRESH,
+    DEFAULT_REFRESH_INTERVAL, RemoteJwks, Verifier,
+};
 
 /// What the upstream received.
 #[derive(Debug, Clone)]
@@ -106,7 +113,8 @@ impl Setup {
     }
 }
 
-async fn start_gateway(upstream: &str, jwks_url: &str, extra_flags: &[&str]) -> SocketAddr {
+/// Builds the gateway (keys fetched) with the test issuer and audience and `extra_flags`.
+async fn build_gateway(upstream: &str, jwks_url: &str, extra_flags: &[&str]) -> gateway::Gateway {
     let flags = [
         &[
             "--upstream",
@@ -121,10 +129,13 @@ async fn start_gateway(upstream: &str, jwks_url: &str, extra_flags: &[&str]) -> 
         extra_flags,
     ]
     .concat();
-    let app = gateway::app(&args(&flags).expect("flags"))
+    gateway::gateway(&args(&flags).expect("flags"))
         .await
-        .expect("the gateway starts");
-    serve(app).await
+        .expect("the gateway starts")
+}
+
+async fn start_gateway(upstream: &str, jwks_url: &str, extra_flags: &[&str]) -> SocketAddr {
+    serve(build_gateway(upstream, jwks_url, extra_flags).await.app).await
 }
 
 fn args(flags: &[&str]) -> Result<gateway::Args, clap::Error> {
@@ -338,7 +349,7 @@ async fn an_unreachable_upstream_gives_502_with_a_json_error() {
 async fn an_unreachable_jwks_at_startup_is_an_error_naming_the_url() {
     let url = format!("http://{}/jwks.json", dead_addr().await);
     let flags = args(&["--upstream", "http://127.0.0.1:9", "--jwks-url", &url]).expect("flags");
-    let error = gateway::app(&flags).await.expect_err("no keys, no gateway");
+    let error = gateway::gateway(&flags).await.expect_err("no keys, no gateway");
     let message = error.to_string();
     assert!(message.contains(&url), "{message}");
     assert!(message.contains("refused"), "the cause is named: {message}");
@@ -389,6 +400,325 @@ fn the_flags_are_checked_up_front() {
 fn the_help_says_the_gateway_refuses_to_start_without_keys() {
     let help = gateway::Args::command().render_long_help().to_string();
     assert!(help.contains("refuses to start without keys"), "{help}");
+}
+
+/// The gateway's /healthz answer, in process (no socket, so paused time is safe).
+async fn healthz_in_process(app: Router) -> (StatusCode, Value) {
+    let req = http::Request::get(gateway::HEALTHZ)
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let res = app.oneshot(req).await.expect("infallible");
+    let status = res.status();
+    let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+        .await
+        .expect("body");
+    (status, serde_json::from_slice(&body).expect("JSON"))
+}
+
+#[tokio::test]
+async fn healthz_reports_the_key_set_without_a_token_and_is_never_proxied() {
+    let setup = Setup::start(&[]).await;
+    let reply = get(&setup.url("/healthz"), &[]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(reply.headers["content-type"], "application/json");
+    assert_eq!(reply.headers["cache-control"], "no-store");
+    let health = reply.json();
+    assert_eq!(health["ready"], true, "{health}");
+    assert_eq!(health["keys"], 1, "{health}");
+    assert!(health["age"].as_f64().is_some_and(|age| age >= 0.0), "{health}");
+    assert_eq!(health["last_error"], Value::Null, "{health}");
+    assert_eq!(
+        (health["fetches"].as_u64(), health["failures"].as_u64()),
+        (Some(1), Some(0))
+    );
+    for counter in [
+        "not_modified",
+        "unknown_kid_refetches",
+        "rejected_kids",
+        "tokens_accepted",
+    ] {
+        assert_eq!(health[counter], 0, "{counter}: {health}");
+    }
+    assert_eq!(health["tokens_rejected"], json!({}), "{health}");
+
+    // A malformed Authorization header does not matter: /healthz is outside the layer.
+    let garbage = get(&setup.url("/healthz"), &[("authorization", "Bearer !!")]).await;
+    assert_eq!(garbage.status, StatusCode::OK, "{garbage:?}");
+    // Only the exact path is the gateway's; below it is proxied and needs a token.
+    let below = get(&setup.url("/healthz/deep"), &[]).await;
+    assert_eq!(below.status, StatusCode::UNAUTHORIZED, "{below:?}");
+    assert_eq!(setup.upstream.hits(), 0, "/healthz never reaches the upstream");
+}
+
+#[tokio::test]
+async fn healthz_counts_accepted_and_rejected_tokens() {
+    let setup = Setup::start(&[]).await;
+    let good = get(&setup.url("/"), &[("authorization", &bearer(&setup.token()))]).await;
+    let bad = get(&setup.url("/"), &[("authorization", "Bearer e30.e30.c2ln")]).await;
+    assert_eq!(
+        (good.status, bad.status),
+        (StatusCode::OK, StatusCode::UNAUTHORIZED)
+    );
+    let health = get(&setup.url("/healthz"), &[]).await.json();
+    assert_eq!(health["tokens_accepted"], 1, "{health}");
+    let rejected = health["tokens_rejected"]
+        .as_object()
+        .expect("an object by reason");
+    assert_eq!(
+        rejected.values().filter_map(Value::as_u64).sum::<u64>(),
+        1,
+        "{health}"
+    );
+}
+
+#[tokio::test]
+async fn healthz_is_503_with_the_error_while_no_keys_are_loaded() {
+    let jwks_server = JwksServer::start(&json!({"keys": []})).await;
+    jwks_server.set(|script| script.status = StatusCode::INTERNAL_SERVER_ERROR);
+    let jwks = RemoteJwks::builder(jwks_server.url())
+        .lazy()
+        .expect("valid settings");
+    jwks.refresh().await.expect_err("the provider answers 500");
+    let (upstream, upstream_addr) = Upstream::start().await;
+    let upstream_url = format!("http://{upstream_addr}");
+    let flags = args(&["--upstream", &upstream_url, "--jwks-url", &jwks_server.url()]).expect("flags");
+    let proxy = gateway::Proxy::new(flags.upstream.expect("upstream"), false);
+    let verifier = Verifier::builder()
+        .issuer(ISSUER)
+        .audience(AUDIENCE)
+        .build()
+        .expect("verifier");
+    let gateway = serve(gateway::router(verifier, jwks, proxy)).await;
+
+    let reply = get(&format!("http://{gateway}/healthz"), &[]).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+    let health = reply.json();
+    assert_eq!(
+        (health["ready"].clone(), health["keys"].clone()),
+        (json!(false), json!(0))
+    );
+    assert_eq!(health["age"], Value::Null, "{health}");
+    let error = health["last_error"].as_str().expect("the last error");
+    assert!(error.contains("500"), "{error}");
+    assert!(health["failures"].as_u64() >= Some(1), "{health}");
+
+    let auth = bearer(&key("es256").sign(&good_claims()));
+    let guarded = get(&format!("http://{gateway}/orders"), &[("authorization", &auth)]).await;
+    assert_eq!(guarded.status, StatusCode::SERVICE_UNAVAILABLE, "{guarded:?}");
+    assert_eq!(upstream.hits(), 0);
+}
+
+#[test]
+fn the_jwks_flags_default_to_the_library_defaults() {
+    let flags = args(&[
+        "--upstream",
+        "http://127.0.0.1:9",
+        "--jwks-url",
+        "http://127.0.0.1:9/j",
+    ])
+    .expect("flags");
+    let defaults = [
+        (flags.jwks_refresh, DEFAULT_REFRESH_INTERVAL),
+        (flags.jwks_min_refresh, DEFAULT_MIN_REFRESH),
+        (flags.jwks_max_refresh, DEFAULT_MAX_REFRESH),
+        (flags.jwks_cooldown, DEFAULT_COOLDOWN),
+        (flags.jwks_max_stale, DEFAULT_MAX_STALE),
+        (flags.jwks_timeout, DEFAULT_FETCH_TIMEOUT),
+    ];
+    for (flag, default) in defaults {
+        assert_eq!(Duration::from_secs(flag), default);
+    }
+    assert_eq!(flags.metrics_listen, None);
+}
+
+#[test]
+fn the_jwks_flags_map_onto_the_builder() {
+    let flags = args(&[
+        "--upstream",
+        "http://127.0.0.1:9",
+        "--jwks-url",
+        "http://127.0.0.1:9/j",
+        "--jwks-refresh=120",
+        "--jwks-min-refresh=10",
+        "--jwks-max-refresh=600",
+        "--jwks-cooldown=7",
+        "--jwks-max-stale=900",
+        "--jwks-timeout=3",
+    ])
+    .expect("flags");
+    // The builder shows its settings only through Debug.
+    let builder = format!("{:?}", gateway::jwks_builder("http://127.0.0.1:9/j", &flags));
+    let settings = [
+        "refresh_interval: 120s",
+        "min_refresh: 10s",
+        "max_refresh: 600s",
+        "cooldown: 7s",
+        "max_stale: 900s",
+        "timeout: 3s",
+    ];
+    for setting in settings {
+        assert!(builder.contains(setting), "{setting} in {builder}");
+    }
+}
+
+#[test]
+fn out_of_range_jwks_flags_are_refused_naming_the_flag() {
+    use clap::error::ErrorKind;
+    let base = [
+        "--upstream",
+        "http://127.0.0.1:9",
+        "--jwks-url",
+        "http://127.0.0.1:9/j",
+    ];
+    let cases = [
+        ("--jwks-timeout", "0"),
+        ("--jwks-refresh", "0"),
+        ("--jwks-max-stale", "0"),
+        ("--jwks-cooldown", "1.5"),
+        ("--jwks-max-refresh", "31536001"),
+        ("--jwks-min-refresh", "18446744073709551615"),
+    ];
+    for (flag, value) in cases {
+        let error = args(&[&base[..], &[flag, value]].concat()).expect_err("refused");
+        assert_eq!(
+            error.kind(),
+            ErrorKind::ValueValidation,
+            "{flag} {value}: {error}"
+        );
+        assert!(error.to_string().contains(flag), "{flag} {value}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn a_min_refresh_above_max_refresh_is_refused_before_any_fetch() {
+    let jwks_server = JwksServer::start(&jwks_of(&[&key("es256")])).await;
+    let url = jwks_server.url();
+    let flags = args(&[
+        "--upstream",
+        "http://127.0.0.1:9",
+        "--jwks-url",
+        &url,
+        "--jwks-min-refresh",
+        "100",
+        "--jwks-max-refresh",
+        "10",
+    ])
+    .expect("each flag is in range");
+    let error = gateway::gateway(&flags).await.expect_err("refused");
+    assert!(matches!(error, gateway::StartError::JwksConfig(_)), "{error:?}");
+    let message = error.to_string();
+    assert!(message.starts_with("invalid --jwks-* settings: "), "{message}");
+    assert!(message.contains("min_refresh"), "{message}");
+    assert_eq!(jwks_server.hits(), 0, "refused before fetching");
+}
+
+#[tokio::test]
+async fn max_stale_bounds_how_long_healthz_stays_ready_without_the_provider() {
+    let key = key("es256");
+    let jwks_server = JwksServer::start(&jwks_of(&[&key])).await;
+    let gateway = build_gateway(
+        "http://127.0.0.1:9",
+        &jwks_server.url(),
+        &["--jwks-max-stale", "60"],
+    )
+    .await;
+    assert_eq!(healthz_in_process(gateway.app.clone()).await.0, StatusCode::OK);
+    // In process from here on: paused time and real sockets do not mix.
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(61)).await;
+    let (status, health) = healthz_in_process(gateway.app).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{health}");
+    assert_eq!(health["ready"], false, "{health}");
+    assert!(health["age"].as_f64().is_some_and(|age| age >= 61.0), "{health}");
+}
+
+/// This test binary's Prometheus recorder: installed once, shared by the tests.
+fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .install_recorder()
+                .expect("the only global recorder")
+        })
+        .clone()
+}
+
+/// The sample lines of `metric` in Prometheus text.
+fn samples<'a>(text: &'a str, metric: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter(|line| {
+            line.strip_prefix(metric)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_metrics_endpoint_counts_tokens_and_fetches_and_reports_the_key_set() {
+    let handle = prometheus();
+    let setup_key = key("es256");
+    let jwks_server = JwksServer::start(&jwks_of(&[&setup_key])).await;
+    let (_upstream, upstream_addr) = Upstream::start().await;
+    let gw = build_gateway(&format!("http://{upstream_addr}"), &jwks_server.url(), &[]).await;
+    let metrics = serve(gateway::metrics_router(handle, gw.jwks.clone())).await;
+    let addr = serve(gw.app).await;
+    let good = get(
+        &format!("http://{addr}/"),
+        &[("authorization", &bearer(&setup_key.sign(&good_claims())))],
+    )
+    .await;
+    let bad = get(
+        &format!("http://{addr}/"),
+        &[("authorization", "Bearer e30.e30.c2ln")],
+    )
+    .await;
+    assert_eq!(
+        (good.status, bad.status),
+        (StatusCode::OK, StatusCode::UNAUTHORIZED)
+    );
+
+    let reply = get(&format!("http://{metrics}/metrics"), &[]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert!(
+        reply.headers["content-type"]
+            .to_str()
+            .is_ok_and(|t| t.starts_with("text/plain"))
+    );
+    let text = String::from_utf8_lossy(&reply.body);
+    let tokens = samples(&text, "jwt_tokens_total");
+    assert!(tokens.iter().any(|l| l.contains("result=\"accepted\"")), "{text}");
+    assert!(
+        tokens
+            .iter()
+            .any(|l| l.contains("result=\"rejected\"") && l.contains("reason=")),
+        "{text}"
+    );
+    let url_label = format!("url=\"{}\"", gw.jwks.url());
+    let this_source = |metric: &str| {
+        samples(&text, metric)
+            .into_iter()
+            .find(|l| l.contains(&url_label))
+    };
+    assert!(
+        this_source("jwks_fetches_total").is_some_and(|l| l.contains("result=\"ok\"")),
+        "{text}"
+    );
+    assert!(
+        this_source("jwks_ready").is_some_and(|l| l.ends_with(" 1")),
+        "{text}"
+    );
+    assert!(
+        this_source("jwks_keys").is_some_and(|l| l.ends_with(" 1")),
+        "{text}"
+    );
+    assert!(this_source("jwks_age_seconds").is_some(), "{text}");
+    let other = get(&format!("http://{metrics}/healthz"), &[]).await;
+    assert_eq!(
+        other.status,
+        StatusCode::NOT_FOUND,
+        "the metrics listener serves /metrics only"
+    );
 }
 
 /// Captures what the fmt subscriber writes.
@@ -492,38 +822,56 @@ fn parse_curl(line: &str) -> (String, Option<String>) {
     (url, token)
 }
 
+/// What a printed curl line must get: 200 from /healthz and /metrics and with the valid
+/// token, 401 otherwise.
+fn expected_status(url: &str, token: Option<&str>, demo: &gateway::demo::Demo) -> StatusCode {
+    let answered_by_gateway = url.ends_with(gateway::HEALTHZ) || url.ends_with(gateway::METRICS);
+    if answered_by_gateway || token == Some(demo.token.as_str()) {
+        StatusCode::OK
+    } else {
+        StatusCode::UNAUTHORIZED
+    }
+}
+
+/// Checks one answer to a printed curl line.
+fn check_curl_reply(url: &str, reply: &Reply, demo: &gateway::demo::Demo) {
+    if url.ends_with(gateway::HEALTHZ) {
+        assert_eq!(reply.json()["ready"], true, "{reply:?}");
+    } else if url.ends_with(gateway::METRICS) {
+        let text = String::from_utf8_lossy(&reply.body);
+        assert!(text.contains("jwt_tokens_total"), "{text}");
+    } else if reply.status == StatusCode::OK {
+        let echo = reply.json();
+        assert_eq!(echo["claims"]["sub"], gateway::demo::SUBJECT, "{echo}");
+        assert_eq!(echo["claims"]["iss"], demo.issuer.as_str(), "{echo}");
+        assert_eq!(echo["path"], "/hello");
+        assert!(echo["headers"].get("authorization").is_none(), "{echo}");
+    } else {
+        assert!(reply.headers.contains_key("www-authenticate"), "{url}: {reply:?}");
+    }
+}
+
 async fn check_printed_curl_lines(demo: &gateway::demo::Demo) {
     let text = demo.instructions();
     let curls: Vec<&str> = text.lines().filter(|l| l.starts_with("curl ")).collect();
-    assert_eq!(curls.len(), 3, "{text}");
-    let expected = [StatusCode::OK, StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED];
-    for (line, status) in curls.into_iter().zip(expected) {
+    assert_eq!(curls.len(), 4 + usize::from(demo.metrics.is_some()), "{text}");
+    for line in curls {
         let (url, token) = parse_curl(line);
+        let status = expected_status(&url, token.as_deref(), demo);
         let auth = token.map(|t| bearer(&t));
         let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
         let reply = get(&url, &headers).await;
         assert_eq!(reply.status, status, "{line}: {reply:?}");
-        if status == StatusCode::OK {
-            let echo = reply.json();
-            assert_eq!(echo["claims"]["sub"], gateway::demo::SUBJECT, "{echo}");
-            assert_eq!(echo["claims"]["iss"], demo.issuer.as_str(), "{echo}");
-            assert_eq!(echo["path"], "/hello");
-            assert!(echo["headers"].get("authorization").is_none(), "{echo}");
-        } else {
-            assert!(
-                reply.headers.contains_key("www-authenticate"),
-                "{line}: {reply:?}"
-            );
-        }
+        check_curl_reply(&url, &reply, demo);
     }
     assert!(text.contains(&demo.token), "the token itself is printed");
+    assert!(text.contains(gateway::HEALTHZ), "{text}");
 }
 
 #[tokio::test]
 async fn the_demo_prints_a_token_and_curl_lines_that_work_through_its_gateway() {
-    let demo = gateway::demo::start(&args(&["--demo", "--listen", "127.0.0.1:0"]).expect("flags"))
-        .await
-        .expect("the demo starts");
+    let flags = args(&["--demo", "--listen", "127.0.0.1:0"]).expect("flags");
+    let demo = gateway::demo::start(&flags, None).await.expect("the demo starts");
     assert!(demo.taken.is_none());
     check_printed_curl_lines(&demo).await;
 }
@@ -532,9 +880,8 @@ async fn the_demo_prints_a_token_and_curl_lines_that_work_through_its_gateway() 
 async fn the_demo_falls_back_to_a_free_port_when_listen_is_taken() {
     let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let taken_addr = taken.local_addr().expect("addr").to_string();
-    let demo = gateway::demo::start(&args(&["--demo", "--listen", &taken_addr]).expect("flags"))
-        .await
-        .expect("the demo starts");
+    let flags = args(&["--demo", "--listen", &taken_addr]).expect("flags");
+    let demo = gateway::demo::start(&flags, None).await.expect("the demo starts");
     assert_eq!(demo.taken.map(|a| a.to_string()), Some(taken_addr.clone()));
     assert_ne!(demo.gateway.to_string(), taken_addr);
     assert!(
@@ -542,5 +889,23 @@ async fn the_demo_falls_back_to_a_free_port_when_listen_is_taken() {
         "{}",
         demo.instructions()
     );
+    check_printed_curl_lines(&demo).await;
+}
+
+#[tokio::test]
+async fn the_demo_serves_metrics_and_prints_a_curl_line_for_them() {
+    let flags = args(&[
+        "--demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ])
+    .expect("flags");
+    let demo = gateway::demo::start(&flags, Some(prometheus()))
+        .await
+        .expect("the demo starts");
+    let metrics = demo.metrics.expect("a metrics listener");
+    assert!(demo.instructions().contains(&format!("http://{metrics}/metrics")));
     check_printed_curl_lines(&demo).await;
 }
