@@ -22,6 +22,8 @@ use crate::{Algorithm, AuthError};
 
 /// Default clock skew allowed on `exp`, `nbf` and `iat`.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(60);
+/// Largest accepted leeway: beyond it, `exp` stops meaning much.
+const MAX_LEEWAY: Duration = Duration::from_secs(3600);
 /// Default maximum token length in bytes; a bearer token beyond this is refused unread.
 pub const DEFAULT_MAX_TOKEN_LEN: usize = 8 * 1024;
 /// Latest accepted NumericDate: 9999-12-31T23:59:59Z.
@@ -160,7 +162,7 @@ impl VerifierBuilder {
         self
     }
 
-    /// Clock skew tolerated on `exp`, `nbf` and `iat`. Default 60 s.
+    /// Clock skew tolerated on `exp`, `nbf` and `iat`. Default 60 s, at most 1 hour.
     pub fn leeway(mut self, leeway: Duration) -> Self {
         self.leeway = leeway;
         self
@@ -248,6 +250,9 @@ impl VerifierBuilder {
         }
         if self.policy.max_lifetime.is_some_and(|m| m <= 0.0) {
             return Err(ConfigError::Invalid("max_lifetime must be positive".into()));
+        }
+        if self.leeway > MAX_LEEWAY {
+            return Err(ConfigError::Invalid("leeway must be at most 1 hour".into()));
         }
         if self.max_token_len < 16 {
             return Err(ConfigError::Invalid("max_token_len is too small".into()));

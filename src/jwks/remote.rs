@@ -34,6 +34,8 @@ pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_RESPONSE_SIZE: usize = 1024 * 1024;
 /// How long the last good set is served while the provider cannot be reached.
 pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(24 * 3600);
+/// Longest duration any setting accepts; larger ones would overflow deadlines.
+const MAX_SETTING: Duration = Duration::from_secs(365 * 24 * 3600);
 /// How many unknown kids are remembered at once (bounded so a flood cannot grow it).
 const UNKNOWN_KID_CAPACITY: u64 = 10_000;
 /// First retry delay after a failed background refresh; doubled up to the interval.
@@ -644,6 +646,25 @@ impl RemoteJwksBuilder {
                 "refresh interval, timeout and response size must be positive".into(),
             ));
         }
+        let durations = [
+            c.refresh_interval,
+            c.min_refresh,
+            c.max_refresh,
+            c.cooldown,
+            c.timeout,
+            c.max_stale,
+        ];
+        if durations.iter().any(|d| *d > MAX_SETTING) {
+            return Err(ConfigError::Invalid(
+                "JWKS durations must be at most 365 days".into(),
+            ));
+        }
+        if c.cooldown < Duration::from_secs(1) || c.max_stale.is_zero() {
+            // A zero cooldown would let unknown kids hammer the provider.
+            return Err(ConfigError::Invalid(
+                "cooldown must be at least 1 s and max_stale positive".into(),
+            ));
+        }
         if c.min_refresh.is_zero() || c.min_refresh > c.max_refresh {
             return Err(ConfigError::Invalid(
                 "min_refresh must be positive and at most max_refresh".into(),
@@ -747,6 +768,17 @@ mod tests {
             .fold((f64::MAX, f64::MIN), |(lo, hi), s| (lo.min(*s), hi.max(*s)));
         assert!(min >= 90.0 && max <= 110.0, "{min}..{max}");
         assert!(min < 91.0 && max > 109.0, "uses the whole range: {min}..{max}");
+    }
+
+    #[tokio::test]
+    async fn settings_that_would_hammer_the_provider_or_overflow_are_refused() {
+        let url = "http://127.0.0.1:1/jwks";
+        let refused = |b: RemoteJwksBuilder| b.lazy().expect_err("refused").to_string();
+        assert!(refused(RemoteJwks::builder(url).cooldown(Duration::ZERO)).contains("cooldown"));
+        assert!(refused(RemoteJwks::builder(url).max_stale(Duration::ZERO)).contains("max_stale"));
+        assert!(refused(RemoteJwks::builder(url).max_refresh(Duration::MAX)).contains("365 days"));
+        assert!(refused(RemoteJwks::builder(url).timeout(Duration::ZERO)).contains("timeout"));
+        assert!(RemoteJwks::builder(url).lazy().is_ok());
     }
 
     #[test]
