@@ -76,13 +76,16 @@ mod error;
 #[cfg(feature = "axum")]
 mod extract;
 mod future;
-mod jwks;
-mod keys;
 mod issuer;
+mod jwks;
+mod jwks_endpoint;
+mod keys;
 mod layer;
 mod policy;
 mod service;
 mod sign;
+mod sign_layer;
+mod signer;
 mod source;
 mod telemetry;
 mod token;
@@ -92,16 +95,19 @@ pub use alg::{Algorithm, UnknownAlgorithm};
 pub use claims::{Claims, JsonClaims};
 pub use error::{AuthError, ErrorResponder};
 pub use future::ResponseFuture;
+pub use issuer::Issuer;
 pub use jwks::{
     BuildError, DEFAULT_COOLDOWN, DEFAULT_FETCH_TIMEOUT, DEFAULT_MAX_REFRESH, DEFAULT_MAX_RESPONSE_SIZE,
     DEFAULT_MAX_STALE, DEFAULT_MIN_REFRESH, DEFAULT_REFRESH_INTERVAL, FetchError, JwksHealth, RemoteJwks,
     RemoteJwksBuilder,
 };
+pub use jwks_endpoint::{DEFAULT_JWKS_MAX_AGE, JwksBody, JwksEndpoint};
 pub use keys::{KeySet, KeySetError, SkippedKey};
-pub use issuer::Issuer;
 pub use layer::JwtAuthLayer;
 pub use service::JwtAuth;
 pub use sign::{SignError, SigningKey};
+pub use sign_layer::{SignRequest, SignRequestError, SignRequestFuture, SignRequestLayer};
+pub use signer::{DEFAULT_TOKEN_LIFETIME, TokenSigner, TokenSignerBuilder};
 pub use source::KeySource;
 pub use token::TokenSource;
 pub use verify::{
