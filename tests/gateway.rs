@@ -1,6 +1,8 @@
 //! The gateway example against real servers on 127.0.0.1:0: proxying with claims,
 //! header hygiene, rejections before the upstream, upstream failures, startup checks,
-//! the --jwks-* flags, /healthz, /metrics, the log line and the demo.
+//! the --jwks-* flags, /healthz, /metrics, the log line and the demo; the access-token
+//! flags (scopes, typ, lifetime, cookie, optional auth), OIDC discovery, and --config
+//! files with several issuers and per-prefix routes.
 #![cfg(feature = "axum")]
 
 mod common;
@@ -10,6 +12,7 @@ mod gateway;
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -30,7 +33,7 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 use tower_jwt_auth::{
     DEFAULT_COOLDOWN, DEFAULT_FETCH_TIMEOUT, DEFAULT_MAX_REFRESH, DEFAULT_MAX_STALE, DEFAULT_MIN_REFRESH,
-    DEFAULT_REFRESH_INTERVAL, RemoteJwks, Verifier,
+    DEFAULT_REFRESH_INTERVAL, Issuer, JwtAuthLayer, RemoteJwks, Verifier,
 };
 
 /// What the upstream received.
@@ -391,7 +394,10 @@ fn the_flags_are_checked_up_front() {
     let flags = args(&both(&["--algorithm", "ES256", "--algorithm", "EdDSA"])).expect("valid flags");
     assert_eq!(flags.algorithms.len(), 2);
     assert_eq!(flags.leeway, 60);
-    assert_eq!(flags.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(flags.listen, None);
+    let plan = gateway::Plan::from_args(&flags).expect("a plan");
+    assert_eq!(plan.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(plan.routes, [gateway::RoutePlan::root()]);
     assert!(!flags.forward_token);
     assert!(args(&["--demo"]).expect("--demo alone").demo);
 }
@@ -488,7 +494,12 @@ async fn healthz_is_503_with_the_error_while_no_keys_are_loaded() {
         .audience(AUDIENCE)
         .build()
         .expect("verifier");
-    let gateway = serve(gateway::router(verifier, jwks, proxy)).await;
+    let route = gateway::Route {
+        prefix: "/".into(),
+        layer: JwtAuthLayer::new(verifier, jwks.clone()),
+    };
+    let sources = gateway::KeySources::One(jwks);
+    let gateway = serve(gateway::router(vec![route], sources, proxy)).await;
 
     let reply = get(&format!("http://{gateway}/healthz"), &[]).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
@@ -661,7 +672,7 @@ async fn the_metrics_endpoint_counts_tokens_and_fetches_and_reports_the_key_set(
     let jwks_server = JwksServer::start(&jwks_of(&[&setup_key])).await;
     let (_upstream, upstream_addr) = Upstream::start().await;
     let gw = build_gateway(&format!("http://{upstream_addr}"), &jwks_server.url(), &[]).await;
-    let metrics = serve(gateway::metrics_router(handle, gw.jwks.clone())).await;
+    let metrics = serve(gateway::metrics_router(handle, gw.sources.clone())).await;
     let addr = serve(gw.app).await;
     let good = get(
         &format!("http://{addr}/"),
@@ -694,7 +705,7 @@ async fn the_metrics_endpoint_counts_tokens_and_fetches_and_reports_the_key_set(
             .any(|l| l.contains("result=\"rejected\"") && l.contains("reason=")),
         "{text}"
     );
-    let url_label = format!("url=\"{}\"", gw.jwks.url());
+    let url_label = format!("url=\"{}\"", gw.sources.key_sets()[0].url());
     let this_source = |metric: &str| {
         samples(&text, metric)
             .into_iter()
@@ -908,4 +919,709 @@ async fn the_demo_serves_metrics_and_prints_a_curl_line_for_them() {
     let metrics = demo.metrics.expect("a metrics listener");
     assert!(demo.instructions().contains(&format!("http://{metrics}/metrics")));
     check_printed_curl_lines(&demo).await;
+}
+
+/// `good_claims()` with these fields replaced; a null field is left out.
+fn claims_with(fields: Value) -> Value {
+    let mut claims = good_claims();
+    let object = claims.as_object_mut().expect("an object");
+    for (name, value) in fields.as_object().expect("an object") {
+        match value {
+            Value::Null => object.remove(name),
+            value => object.insert(name.clone(), value.clone()),
+        };
+    }
+    claims
+}
+
+/// Asserts a 403 `insufficient_scope` challenge.
+fn assert_insufficient_scope(reply: &Reply) {
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{reply:?}");
+    let challenge = reply.headers["www-authenticate"].to_str().expect("ascii");
+    assert!(challenge.contains("error=\"insufficient_scope\""), "{challenge}");
+}
+
+#[tokio::test]
+async fn a_missing_required_scope_is_403_insufficient_scope_and_never_reaches_the_upstream() {
+    let setup = Setup::start(&[
+        "--required-scope",
+        "orders:read",
+        "--required-scope",
+        "orders:write",
+    ])
+    .await;
+    for scope in [None, Some("orders:read"), Some("orders:write profile")] {
+        let claims = claims_with(json!({"scope": scope}));
+        let reply = get(
+            &setup.url("/orders"),
+            &[("authorization", &bearer(&setup.key.sign(&claims)))],
+        )
+        .await;
+        assert_insufficient_scope(&reply);
+    }
+    assert_eq!(setup.upstream.hits(), 0, "refused before the upstream");
+    let all = setup
+        .key
+        .sign(&claims_with(json!({"scope": "orders:write orders:read"})));
+    let reply = get(&setup.url("/orders"), &[("authorization", &bearer(&all))]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    let scp = setup
+        .key
+        .sign(&claims_with(json!({"scp": ["orders:read", "orders:write"]})));
+    let reply = get(&setup.url("/orders"), &[("authorization", &bearer(&scp))]).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "scp as an array counts too: {reply:?}"
+    );
+}
+
+#[tokio::test]
+async fn require_typ_refuses_a_plain_jwt_and_accepts_an_access_token() {
+    let setup = Setup::start(&["--require-typ", "at+jwt"]).await;
+    let plain = get(&setup.url("/"), &[("authorization", &bearer(&setup.token()))]).await;
+    assert_eq!(plain.status, StatusCode::UNAUTHORIZED, "{plain:?}");
+    assert!(
+        plain.json()["error_description"]
+            .as_str()
+            .is_some_and(|d| d.contains("typ")),
+        "{plain:?}"
+    );
+    assert_eq!(setup.upstream.hits(), 0);
+    let header = json!({"alg": "ES256", "kid": setup.key.kid, "typ": "at+jwt"});
+    let access = setup.key.sign_raw(&header, &good_claims());
+    let reply = get(&setup.url("/"), &[("authorization", &bearer(&access))]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+}
+
+#[tokio::test]
+async fn max_lifetime_refuses_a_long_lived_token() {
+    let setup = Setup::start(&["--max-lifetime", "600"]).await;
+    let hour = get(&setup.url("/"), &[("authorization", &bearer(&setup.token()))]).await;
+    assert_eq!(
+        hour.status,
+        StatusCode::UNAUTHORIZED,
+        "an hour is over 600 s: {hour:?}"
+    );
+    assert_eq!(setup.upstream.hits(), 0);
+    let short = setup.key.sign(&claims_with(json!({"exp": now() + 300})));
+    let reply = get(&setup.url("/"), &[("authorization", &bearer(&short))]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+}
+
+#[tokio::test]
+async fn cookie_reads_the_token_from_that_cookie_and_does_not_forward_it() {
+    let setup = Setup::start(&["--cookie", "access_token"]).await;
+    let cookies = format!("theme=dark; access_token={}; lang=en", setup.token());
+    let reply = get(&setup.url("/"), &[("cookie", &cookies)]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    let seen = setup.upstream.last().headers;
+    assert_eq!(forwarded_claims(&seen)["sub"], "alice");
+    assert_eq!(
+        seen["cookie"], "theme=dark; lang=en",
+        "the token cookie is removed"
+    );
+
+    let header_only = get(&setup.url("/"), &[("authorization", &bearer(&setup.token()))]).await;
+    assert_eq!(
+        header_only.status,
+        StatusCode::UNAUTHORIZED,
+        "the header is not read: {header_only:?}"
+    );
+    let only_token = format!("access_token={}", setup.token());
+    let reply = get(&setup.url("/"), &[("cookie", &only_token)]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert!(
+        setup.upstream.last().headers.get("cookie").is_none(),
+        "an emptied Cookie header goes"
+    );
+}
+
+#[tokio::test]
+async fn cookie_with_forward_token_forwards_the_cookie() {
+    let setup = Setup::start(&["--cookie", "access_token", "--forward-token"]).await;
+    let cookies = format!("access_token={}", setup.token());
+    let reply = get(&setup.url("/"), &[("cookie", &cookies)]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(setup.upstream.last().headers["cookie"], cookies.as_str());
+}
+
+#[tokio::test]
+async fn optional_auth_passes_anonymous_requests_without_claims_but_refuses_a_bad_token() {
+    let setup = Setup::start(&["--optional-auth"]).await;
+    let forged = URL_SAFE_NO_PAD.encode(json!({"sub": "admin"}).to_string());
+    let anonymous = get(&setup.url("/open"), &[("x-jwt-claims", &forged)]).await;
+    assert_eq!(anonymous.status, StatusCode::OK, "{anonymous:?}");
+    let seen = setup.upstream.last().headers;
+    assert!(
+        seen.get("x-jwt-claims").is_none(),
+        "a client's claims never go on: {seen:?}"
+    );
+
+    let mut admin = good_claims();
+    admin["sub"] = "admin".into();
+    let tampered = splice(&setup.token(), &setup.key.sign(&admin));
+    for bad in [tampered, "e30.e30.c2ln".to_owned()] {
+        let reply = get(&setup.url("/open"), &[("authorization", &bearer(&bad))]).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{reply:?}");
+    }
+    assert_eq!(setup.upstream.hits(), 1, "bad tokens never reach the upstream");
+    let reply = get(&setup.url("/open"), &[("authorization", &bearer(&setup.token()))]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(forwarded_claims(&setup.upstream.last().headers)["sub"], "alice");
+}
+
+/// An OpenID Provider's metadata on loopback: its issuer is its own URL and its
+/// `jwks_uri` is `jwks_uri`. Returns the issuer.
+async fn start_discovery(jwks_uri: &str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let issuer = format!("http://{}", listener.local_addr().expect("addr"));
+    let doc = json!({"issuer": issuer, "jwks_uri": jwks_uri});
+    let metadata = axum::routing::get(move || std::future::ready(axum::Json(doc.clone())));
+    let app = Router::new().route("/.well-known/openid-configuration", metadata);
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+    issuer
+}
+
+#[tokio::test]
+async fn oidc_issuer_discovers_the_key_set_and_requires_that_iss() {
+    let key = key("es256");
+    let jwks = JwksServer::start(&jwks_of(&[&key])).await;
+    let issuer = start_discovery(&jwks.url()).await;
+    let (upstream, upstream_addr) = Upstream::start().await;
+    let upstream_url = format!("http://{upstream_addr}");
+    let flags = [
+        "--upstream",
+        &upstream_url,
+        "--oidc-issuer",
+        &issuer,
+        "--audience",
+        AUDIENCE,
+    ];
+    let gw = gateway::gateway(&args(&flags).expect("no --jwks-url needed"))
+        .await
+        .expect("discovered");
+    assert_eq!(gw.sources.key_sets()[0].url(), jwks.url());
+    let gateway = serve(gw.app).await;
+    let url = format!("http://{gateway}/orders");
+
+    let ours = key.sign(&claims_with(json!({"iss": issuer})));
+    let reply = get(&url, &[("authorization", &bearer(&ours))]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    assert_eq!(forwarded_claims(&upstream.last().headers)["iss"], issuer.as_str());
+    for other in [ISSUER.to_owned(), format!("{issuer}/")] {
+        let token = key.sign(&claims_with(json!({"iss": other})));
+        let reply = get(&url, &[("authorization", &bearer(&token))]).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "iss {other}: {reply:?}");
+    }
+    assert_eq!(upstream.hits(), 1);
+}
+
+#[test]
+fn oidc_issuer_excludes_jwks_url_and_issuer() {
+    use clap::error::ErrorKind;
+    const UP: &str = "http://127.0.0.1:9";
+    const OIDC: &str = "http://127.0.0.1:9";
+    let with = |more: &[&'static str]| [&["--upstream", UP, "--oidc-issuer", OIDC][..], more].concat();
+    assert_eq!(
+        refusal(&with(&["--jwks-url", "http://127.0.0.1:9/j"])),
+        ErrorKind::ArgumentConflict
+    );
+    assert_eq!(refusal(&with(&["--issuer", ISSUER])), ErrorKind::ArgumentConflict);
+    assert_eq!(refusal(&["--upstream", UP]), ErrorKind::MissingRequiredArgument);
+    assert_eq!(refusal(&with(&["--demo"])), ErrorKind::ArgumentConflict);
+    let plan = gateway::Plan::from_args(&args(&with(&[])).expect("flags")).expect("plan");
+    let gateway::KeyPlan::One { target, issuers, .. } = plan.keys else {
+        panic!("one key set: {:?}", plan.keys)
+    };
+    assert_eq!(target, gateway::Target::Discover(OIDC.into()));
+    assert_eq!(issuers, [OIDC], "iss must be the discovered issuer");
+}
+
+#[test]
+fn the_new_flags_are_checked_up_front() {
+    use clap::error::ErrorKind;
+    let base = [
+        "--upstream",
+        "http://127.0.0.1:9",
+        "--jwks-url",
+        "http://127.0.0.1:9/j",
+    ];
+    let with = |more: &[&str]| refusal(&[&base[..], more].concat());
+    assert_eq!(with(&["--required-scope", "a b"]), ErrorKind::ValueValidation);
+    assert_eq!(with(&["--required-scope", ""]), ErrorKind::ValueValidation);
+    assert_eq!(with(&["--require-typ", ""]), ErrorKind::ValueValidation);
+    assert_eq!(with(&["--max-lifetime", "0"]), ErrorKind::ValueValidation);
+    assert_eq!(with(&["--cookie", "a;b"]), ErrorKind::ValueValidation);
+    assert_eq!(with(&["--cookie", ""]), ErrorKind::ValueValidation);
+    assert_eq!(
+        with(&["--optional-auth", "--required-scope", "x"]),
+        ErrorKind::ArgumentConflict,
+        "a client would leave the token out to skip the scope"
+    );
+    let flags = args(&[&base[..], &["--required-scope", "a", "--require-typ", "at+jwt"]].concat());
+    let plan = gateway::Plan::from_args(&flags.expect("flags")).expect("plan");
+    assert_eq!(plan.routes[0].scopes, ["a"]);
+    assert_eq!(plan.policy.require_typs, ["at+jwt"]);
+    let flags = args(&[&base[..], &["--optional-auth", "--cookie", "token"]].concat());
+    let plan = gateway::Plan::from_args(&flags.expect("flags")).expect("plan");
+    assert!(plan.routes[0].anonymous);
+    assert_eq!(plan.policy.cookie.as_deref(), Some("token"));
+}
+
+/// A config file in this test binary's temporary directory; `name` keeps tests apart.
+fn write_config(name: &str, text: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("gateway-{name}.toml"));
+    std::fs::write(&path, text).expect("write the config file");
+    path
+}
+
+fn config_flags(path: &Path, more: &[&str]) -> gateway::Args {
+    let path = path.to_str().expect("a UTF-8 path");
+    args(&[&["--config", path][..], more].concat()).expect("flags")
+}
+
+/// How `text` as a config file is refused (read and checked; nothing fetched).
+fn config_refusal(name: &str, text: &str) -> String {
+    let path = write_config(name, text);
+    let error = gateway::Plan::from_args(&config_flags(&path, &[])).expect_err("refused");
+    let message = error.to_string();
+    assert!(
+        message.starts_with(&format!("config file {}: ", path.display())),
+        "{message}"
+    );
+    message
+}
+
+const PARTNERS: &str = "https://partners.test";
+const PARTNER_AUDIENCE: &str = "partner-api";
+
+/// The routes of the two-issuer gateway.
+const ROUTES: &str = r#"
+[[route]]
+prefix = "/admin"
+scopes = ["admin"]
+
+[[route]]
+prefix = "/public"
+anonymous = true
+
+[[route]]
+prefix = "/"
+"#;
+
+/// A gateway from a config file with two issuers: "staff" (discovery, ES256, the
+/// file's audience) and PARTNERS (a JWKS URL, RS256, its own audience).
+struct TwoIssuers {
+    gateway: SocketAddr,
+    upstream: Upstream,
+    staff: String,
+    staff_key: TestKey,
+    staff_jwks: JwksServer,
+    partner_key: TestKey,
+    partner_jwks: JwksServer,
+}
+
+impl TwoIssuers {
+    async fn start(name: &str, routes: &str) -> TwoIssuers {
+        let (staff_key, partner_key) = (key("es256"), key("rs256"));
+        let staff_jwks = JwksServer::start(&jwks_of(&[&staff_key])).await;
+        let partner_jwks = JwksServer::start(&jwks_of(&[&partner_key])).await;
+        let staff = start_discovery(&staff_jwks.url()).await;
+        let (upstream, upstream_addr) = Upstream::start().await;
+        let text = format!(
+            "upstream = \"http://{upstream_addr}\"\naudiences = [\"{AUDIENCE}\"]\n\n\
+             [[issuer]]\nissuer = \"{staff}\"\nalgorithms = [\"ES256\"]\n\n\
+             [[issuer]]\nissuer = \"{PARTNERS}\"\njwks_url = \"{}\"\naudiences = [\"{PARTNER_AUDIENCE}\"]\n{routes}",
+            partner_jwks.url()
+        );
+        let path = write_config(name, &text);
+        let gw = gateway::gateway(&config_flags(&path, &[]))
+            .await
+            .expect("the gateway starts");
+        assert_eq!(
+            (staff_jwks.hits(), partner_jwks.hits()),
+            (1, 1),
+            "each key set is built once, whatever the number of routes"
+        );
+        let gateway = serve(gw.app).await;
+        TwoIssuers {
+            gateway,
+            upstream,
+            staff,
+            staff_key,
+            staff_jwks,
+            partner_key,
+            partner_jwks,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.gateway)
+    }
+
+    /// A staff token, with `scope` when given.
+    fn staff_token(&self, scope: Option<&str>) -> String {
+        self.staff_key
+            .sign(&claims_with(json!({"iss": self.staff, "scope": scope})))
+    }
+
+    fn partner_token(&self, audience: &str) -> String {
+        self.partner_key.sign(&claims_with(
+            json!({"iss": PARTNERS, "aud": audience, "sub": "bob"}),
+        ))
+    }
+
+    /// The status of GET `path` with `token` (none: no Authorization header).
+    async fn status(&self, path: &str, token: Option<&str>) -> StatusCode {
+        let auth = token.map(bearer);
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        get(&self.url(path), &headers).await.status
+    }
+}
+
+#[tokio::test]
+async fn a_config_file_accepts_tokens_of_each_issuer_and_refuses_an_unknown_one_without_a_fetch() {
+    let two = TwoIssuers::start("two-issuers", ROUTES).await;
+    let staff = two.staff_token(None);
+    assert_eq!(two.status("/orders", Some(&staff)).await, StatusCode::OK);
+    assert_eq!(
+        forwarded_claims(&two.upstream.last().headers)["iss"],
+        two.staff.as_str()
+    );
+    let partner = two.partner_token(PARTNER_AUDIENCE);
+    assert_eq!(two.status("/orders", Some(&partner)).await, StatusCode::OK);
+    assert_eq!(forwarded_claims(&two.upstream.last().headers)["sub"], "bob");
+    let hits = two.upstream.hits();
+
+    let unknown = key("es384").sign(&claims_with(json!({"iss": "https://unknown.test"})));
+    let wrong_audience = two.partner_token(AUDIENCE);
+    let borrowed_iss = two
+        .staff_key
+        .sign(&claims_with(json!({"iss": "https://unknown.test"})));
+    for token in [unknown, wrong_audience, borrowed_iss] {
+        assert_eq!(
+            two.status("/orders", Some(&token)).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    assert_eq!(two.upstream.hits(), hits, "refused before the upstream");
+    assert_eq!(
+        (two.staff_jwks.hits(), two.partner_jwks.hits()),
+        (1, 1),
+        "an unknown iss costs no fetch"
+    );
+}
+
+#[tokio::test]
+async fn config_routes_take_the_longest_prefix_at_segment_boundaries() {
+    let two = TwoIssuers::start("routes", ROUTES).await;
+    let plain = two.staff_token(None);
+    let admin = two.staff_token(Some("read admin"));
+    let reply = get(&two.url("/admin/users"), &[("authorization", &bearer(&plain))]).await;
+    assert_insufficient_scope(&reply);
+    assert_insufficient_scope(&get(&two.url("/admin"), &[("authorization", &bearer(&plain))]).await);
+    assert_eq!(two.upstream.hits(), 0, "refused before the upstream");
+    assert_eq!(two.status("/admin/users", Some(&admin)).await, StatusCode::OK);
+
+    let forged = URL_SAFE_NO_PAD.encode(json!({"sub": "admin"}).to_string());
+    let public = get(&two.url("/public/page"), &[("x-jwt-claims", &forged)]).await;
+    assert_eq!(public.status, StatusCode::OK, "{public:?}");
+    assert!(two.upstream.last().headers.get("x-jwt-claims").is_none());
+    assert_eq!(
+        two.status("/public", Some("e30.e30.c2ln")).await,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // /administrator is not under /admin: the "/" route, a token without scope.
+    assert_eq!(two.status("/administrator", Some(&plain)).await, StatusCode::OK);
+    assert_eq!(two.upstream.last().uri, "/administrator");
+    assert_eq!(two.status("/administrator", None).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(two.status("/publicity", None).await, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn config_paths_are_matched_as_strictly_as_an_upstream_might_read_them() {
+    let two = TwoIssuers::start("paths", ROUTES).await;
+    let plain = two.staff_token(None);
+    for path in [
+        "/%61dmin",
+        "//admin/x",
+        "/admin;jsessionid=1",
+        "/public/..%2Fadmin",
+        "/ADMIN",
+    ] {
+        let reply = get(&two.url(path), &[("authorization", &bearer(&plain))]).await;
+        let expected = match path {
+            "/public/..%2Fadmin" => StatusCode::BAD_REQUEST,
+            "/ADMIN" => StatusCode::OK, // prefixes are case-sensitive
+            _ => StatusCode::FORBIDDEN,
+        };
+        assert_eq!(reply.status, expected, "{path}: {reply:?}");
+    }
+    for path in ["/public/../admin", "/public/./x", "/public/%2e%2e/admin"] {
+        let reply = get(&two.url(path), &[]).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path}: {reply:?}");
+        assert_eq!(reply.json()["error"], "invalid_request");
+    }
+    assert_eq!(two.upstream.hits(), 1, "only /ADMIN was forwarded");
+}
+
+#[tokio::test]
+async fn without_a_root_route_a_path_matching_no_route_gets_404() {
+    let routes = "[[route]]\nprefix = \"/api\"\n[[route]]\nprefix = \"/api/admin\"\nany_scopes = [\"admin\", \"root\"]\n";
+    let two = TwoIssuers::start("no-root", routes).await;
+    let plain = two.staff_token(None);
+    for path in ["/", "/other", "/apis"] {
+        let reply = get(&two.url(path), &[("authorization", &bearer(&plain))]).await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{path}: {reply:?}");
+        assert_eq!(reply.json()["error"], "not_found");
+    }
+    assert_eq!(two.upstream.hits(), 0);
+    assert_eq!(two.status("/api/orders", Some(&plain)).await, StatusCode::OK);
+    assert_eq!(
+        two.status("/api/admin/x", Some(&plain)).await,
+        StatusCode::FORBIDDEN
+    );
+    let root = two.staff_token(Some("root"));
+    assert_eq!(
+        two.status("/api/admin/x", Some(&root)).await,
+        StatusCode::OK,
+        "any of the scopes"
+    );
+    assert_eq!(
+        two.status("/healthz", None).await,
+        StatusCode::OK,
+        "the gateway's own"
+    );
+}
+
+#[tokio::test]
+async fn healthz_with_several_issuers_lists_each_key_set_by_issuer() {
+    let two = TwoIssuers::start("healthz", ROUTES).await;
+    let reply = get(&two.url("/healthz"), &[]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    let health = reply.json();
+    assert_eq!(health["ready"], true, "{health}");
+    let issuers = health["issuers"].as_object().expect("by issuer");
+    assert_eq!(issuers.len(), 2, "{health}");
+    assert_eq!(
+        issuers[&two.staff]["url"],
+        two.staff_jwks.url().as_str(),
+        "{health}"
+    );
+    assert_eq!(
+        issuers[PARTNERS]["url"],
+        two.partner_jwks.url().as_str(),
+        "{health}"
+    );
+    for (issuer, source) in issuers {
+        assert_eq!(
+            (source["ready"].clone(), source["keys"].clone()),
+            (json!(true), json!(1)),
+            "{issuer}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn healthz_with_several_issuers_is_503_while_one_key_set_is_not_ready() {
+    let good = JwksServer::start(&jwks_of(&[&key("es256")])).await;
+    let down = JwksServer::start(&json!({"keys": []})).await;
+    down.set(|script| script.status = StatusCode::INTERNAL_SERVER_ERROR);
+    let loaded = RemoteJwks::builder(good.url()).build().await.expect("keys");
+    let missing = RemoteJwks::builder(down.url()).lazy().expect("valid settings");
+    missing.refresh().await.expect_err("the provider answers 500");
+    let sources = gateway::KeySources::ByIssuer(vec![
+        (Issuer::new("https://a.test", loaded.clone()), loaded),
+        (Issuer::new("https://b.test", missing.clone()), missing),
+    ]);
+    let proxy = gateway::Proxy::new(
+        args(&[
+            "--upstream",
+            "http://127.0.0.1:9",
+            "--jwks-url",
+            "http://127.0.0.1:9/j",
+        ])
+        .expect("flags")
+        .upstream
+        .expect("upstream"),
+        false,
+    );
+    let (status, health) = healthz_in_process(gateway::router(Vec::new(), sources, proxy)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{health}");
+    assert_eq!(health["ready"], false, "{health}");
+    assert_eq!(health["issuers"]["https://a.test"]["ready"], true, "{health}");
+    assert_eq!(health["issuers"]["https://b.test"]["ready"], false, "{health}");
+    let error = health["issuers"]["https://b.test"]["last_error"]
+        .as_str()
+        .expect("the error");
+    assert!(error.contains("500"), "{error}");
+}
+
+#[test]
+fn config_excludes_the_flags_it_sets_and_listen_on_the_command_line_wins() {
+    use clap::error::ErrorKind;
+    let path = write_config(
+        "listen",
+        "upstream = \"http://127.0.0.1:9\"\nlisten = \"127.0.0.1:7000\"\n[[issuer]]\nissuer = \"https://a.test\"\n",
+    );
+    let config = path.to_str().expect("UTF-8");
+    for flag in [
+        &["--upstream", "http://127.0.0.1:9"][..],
+        &["--jwks-url", "http://127.0.0.1:9/j"],
+        &["--oidc-issuer", "http://127.0.0.1:9"],
+        &["--issuer", "x"],
+        &["--audience", "x"],
+        &["--algorithm", "ES256"],
+        &["--leeway", "5"],
+        &["--required-scope", "x"],
+        &["--require-typ", "at+jwt"],
+        &["--max-lifetime", "60"],
+        &["--cookie", "c"],
+        &["--optional-auth"],
+        &["--forward-token"],
+        &["--demo"],
+    ] {
+        let flags = [&["--config", config][..], flag].concat();
+        assert_eq!(refusal(&flags), ErrorKind::ArgumentConflict, "{flag:?}");
+    }
+    let plan = |more: &[&str]| gateway::Plan::from_args(&config_flags(&path, more)).expect("plan");
+    assert_eq!(
+        plan(&[]).listen.to_string(),
+        "127.0.0.1:7000",
+        "the file's listen"
+    );
+    assert_eq!(
+        plan(&["--listen", "127.0.0.1:7001"]).listen.to_string(),
+        "127.0.0.1:7001"
+    );
+    let with_process_flags = plan(&["--jwks-cooldown", "7", "--metrics-listen", "127.0.0.1:0"]);
+    assert_eq!(
+        with_process_flags.routes,
+        [gateway::RoutePlan::root()],
+        "no route: \"/\""
+    );
+    assert_eq!(with_process_flags.policy.leeway, 60);
+}
+
+#[test]
+fn the_example_config_file_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/gateway.toml");
+    let plan = gateway::Plan::from_args(&config_flags(&path, &[])).expect("the example is valid");
+    let gateway::KeyPlan::ByIssuer { issuers, .. } = &plan.keys else {
+        panic!("several issuers: {:?}", plan.keys)
+    };
+    assert_eq!(issuers.len(), 2);
+    assert!(
+        matches!(issuers[0].target, gateway::Target::Discover(_)),
+        "{issuers:?}"
+    );
+    assert!(
+        matches!(issuers[1].target, gateway::Target::Jwks(_)),
+        "{issuers:?}"
+    );
+    let prefixes: Vec<&str> = plan.routes.iter().map(|r| r.prefix.as_str()).collect();
+    assert_eq!(prefixes, ["/admin", "/public", "/"]);
+}
+
+#[test]
+fn bad_config_files_are_refused_naming_the_file_and_the_mistake() {
+    const UP: &str = "upstream = \"http://127.0.0.1:9\"\n";
+    const ISS: &str = "[[issuer]]\nissuer = \"https://a.test\"\n";
+    let cases: [(&str, String, &[&str]); 14] = [
+        (
+            "unknown-key",
+            format!("{UP}upstrem = 1\n{ISS}"),
+            &["unknown field", "upstrem"],
+        ),
+        (
+            "unknown-issuer-key",
+            format!("{UP}{ISS}jwks = \"x\"\n"),
+            &["unknown field", "jwks"],
+        ),
+        (
+            "unknown-route-key",
+            format!("{UP}{ISS}[[route]]\nprefix = \"/\"\nscope = [\"a\"]\n"),
+            &["unknown field", "scope"],
+        ),
+        (
+            "hmac",
+            format!("{UP}{ISS}algorithms = [\"HS256\"]\n"),
+            &["https://a.test", "HS256", "shared secret"],
+        ),
+        (
+            "bad-alg",
+            format!("{UP}{ISS}algorithms = [\"ES999\"]\n"),
+            &["https://a.test", "ES999", "unknown"],
+        ),
+        ("no-issuer", UP.to_owned(), &["no [[issuer]]", "at least one"]),
+        ("no-upstream", ISS.to_owned(), &["missing field", "upstream"]),
+        (
+            "bad-upstream",
+            format!("upstream = \"https://x\"\n{ISS}"),
+            &["upstream", "plain http"],
+        ),
+        ("twice", format!("{UP}{ISS}{ISS}"), &["https://a.test", "twice"]),
+        (
+            "prefix",
+            format!("{UP}{ISS}[[route]]\nprefix = \"admin\"\n"),
+            &["\"admin\"", "starts with /"],
+        ),
+        (
+            "trailing",
+            format!("{UP}{ISS}[[route]]\nprefix = \"/admin/\"\n"),
+            &["\"/admin/\"", "does not end with /"],
+        ),
+        (
+            "anonymous-scopes",
+            format!("{UP}{ISS}[[route]]\nprefix = \"/p\"\nanonymous = true\nscopes = [\"a\"]\n"),
+            &["\"/p\"", "anonymous", "scopes"],
+        ),
+        (
+            "not-toml",
+            "upstream = \n".to_owned(),
+            &["TOML parse error", "line 1"],
+        ),
+        (
+            "not-a-url",
+            format!("{UP}[[issuer]]\nissuer = \"staff\"\n"),
+            &["\"staff\"", "discovery", "jwks_url"],
+        ),
+    ];
+    for (name, text, expected) in cases {
+        let message = config_refusal(name, &text);
+        for part in expected {
+            assert!(message.contains(part), "{name}: {part:?} in {message}");
+        }
+    }
+    let missing = Path::new(env!("CARGO_TARGET_TMPDIR")).join("gateway-no-such-file.toml");
+    let error = gateway::Plan::from_args(&config_flags(&missing, &[])).expect_err("refused");
+    assert!(error.to_string().contains("cannot read it"), "{error}");
+}
+
+#[tokio::test]
+async fn config_errors_found_when_building_name_the_file_and_fetch_nothing() {
+    let jwks = JwksServer::start(&jwks_of(&[&key("es256")])).await;
+    let leeway = format!(
+        "upstream = \"http://127.0.0.1:9\"\nleeway = 7200\n[[issuer]]\nissuer = \"a\"\njwks_url = \"{}\"\n",
+        jwks.url()
+    );
+    let plain_http = "upstream = \"http://127.0.0.1:9\"\n[[issuer]]\nissuer = \"http://idp.example\"\n";
+    for (name, text, part) in [
+        ("leeway", leeway.as_str(), "leeway"),
+        ("plain-http", plain_http, "https"),
+    ] {
+        let path = write_config(name, text);
+        let error = gateway::gateway(&config_flags(&path, &[]))
+            .await
+            .expect_err("refused");
+        let message = error.to_string();
+        assert!(
+            message.starts_with(&format!("config file {}: ", path.display())),
+            "{message}"
+        );
+        assert!(message.contains(part), "{part} in {message}");
+    }
+    assert_eq!(jwks.hits(), 0, "refused before any fetch");
 }
