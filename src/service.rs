@@ -101,8 +101,28 @@ impl Shared {
             Ok(found) => found,
             Err(e) => return Check::Rejected(e),
         };
+        let outcome = self.check_with(&parsed, keys, route, may_fetch);
+        if let (Issuers::Many(_), Source::Remote(remote)) = (&self.issuers, &keys.0) {
+            // Each issuer's health counts its own tokens.
+            match &outcome {
+                Check::Verified(_) => remote.count_token(Ok(())),
+                Check::Rejected(e) => remote.count_token(Err(e)),
+                Check::Anonymous | Check::Wait(_) => {}
+            }
+        }
+        outcome
+    }
+
+    /// Key lookup (fetching when the set may have changed), signature and claims.
+    fn check_with<C: DeserializeOwned>(
+        &self,
+        parsed: &Parsed<'_>,
+        keys: &KeySource,
+        route: Route<'_>,
+        may_fetch: bool,
+    ) -> Check<C> {
         let remote = match &keys.0 {
-            Source::Fixed(keys) => return self.verifier.verify_parsed(&parsed, keys, route).into(),
+            Source::Fixed(keys) => return self.verifier.verify_parsed(parsed, keys, route).into(),
             Source::Remote(remote) => remote,
         };
         let Some(keys) = remote.keys() else {

@@ -56,7 +56,14 @@ impl Counters {
         let _ = label;
     }
 
+    /// Counts a judged token here and in the `metrics` facade.
     pub(crate) fn token(&self, result: Result<(), &AuthError>) {
+        self.count_token(result);
+        token_metric(result);
+    }
+
+    /// Counts a judged token here only (the facade is fed elsewhere).
+    pub(crate) fn count_token(&self, result: Result<(), &AuthError>) {
         match result {
             Ok(()) => {
                 self.tokens_accepted.fetch_add(1, Ordering::Relaxed);
@@ -65,7 +72,6 @@ impl Counters {
                 self.tokens_rejected[e.reason_index()].fetch_add(1, Ordering::Relaxed);
             }
         }
-        token_metric(result);
     }
 
     /// Rejections by reason, the non-zero ones.

@@ -446,3 +446,43 @@ async fn an_error_responder_renders_rejections_and_the_reason_still_rides_along(
         "the custom responder decides the headers"
     );
 }
+
+#[tokio::test]
+async fn each_issuers_health_counts_its_own_tokens() {
+    let staff = key("es256");
+    let partner = key("es384");
+    let staff_jwks = JwksServer::start(&jwks_of(&[&staff])).await;
+    let partner_jwks = JwksServer::start(&jwks_of(&[&partner])).await;
+    let staff_keys = RemoteJwks::builder(staff_jwks.url())
+        .build()
+        .await
+        .expect("staff");
+    let partner_keys = RemoteJwks::builder(partner_jwks.url())
+        .build()
+        .await
+        .expect("partner");
+    let layer = JwtAuthLayer::issuers(
+        Verifier::builder().audience(AUDIENCE).build().expect("v"),
+        [
+            Issuer::new("https://staff.test", staff_keys.clone()),
+            Issuer::new("https://partner.test", partner_keys.clone()),
+        ],
+    )
+    .expect("layer");
+    let app = guarded_app(layer);
+    assert_eq!(
+        call(&app, &staff.sign(&claims_from("https://staff.test")))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let mut expired = claims_from("https://partner.test");
+    expired["exp"] = json!(now() - 3600);
+    call(&app, &partner.sign(&expired))
+        .await
+        .assert_invalid_token("expired");
+    assert_eq!(staff_keys.health().tokens_accepted, 1);
+    assert!(staff_keys.health().tokens_rejected.is_empty());
+    assert_eq!(partner_keys.health().tokens_accepted, 0);
+    assert_eq!(partner_keys.health().tokens_rejected.get("expired"), Some(&1));
+}

@@ -286,6 +286,12 @@ impl RemoteJwks {
         self.inner.counters.token(result);
     }
 
+    /// Counts a token in this source's health only (for layers with several issuers,
+    /// which feed the `metrics` facade once per token themselves).
+    pub(crate) fn count_token(&self, result: Result<(), &AuthError>) {
+        self.inner.counters.count_token(result);
+    }
+
     fn spawn_refresher(&self, first_delay: Duration) {
         let weak = Arc::downgrade(&self.inner);
         // The deadline counts from now, not from when the task first runs.
