@@ -132,7 +132,7 @@ impl Shared {
             };
         };
         match (
-            self.verifier.verify_parsed(&parsed, &keys, route),
+            self.verifier.verify_parsed(parsed, &keys, route),
             parsed.kid.as_deref(),
         ) {
             (Err(AuthError::UnknownKeyId), Some(kid)) if may_fetch => match remote.refetch_for_kid(kid) {
