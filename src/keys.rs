@@ -5,7 +5,7 @@
 //! own: an unusable key is skipped with a warning that names its kid and the reason, and
 //! the rest of the set stays usable.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -22,6 +22,8 @@ use crate::{Algorithm, AuthError};
 const MIN_RSA_BITS: usize = 2048;
 /// Largest RSA modulus accepted: bigger keys only make verification slow.
 const MAX_RSA_BITS: usize = 8192;
+/// Most keys read from one document; real providers publish a handful.
+const MAX_KEYS: usize = 1000;
 /// How many keys sharing one kid (or fitting a kid-less token) are tried at most.
 pub(crate) const MAX_CANDIDATES: usize = 4;
 
@@ -64,6 +66,17 @@ pub(crate) struct VerifyingKey {
 impl VerifyingKey {
     pub(crate) fn fits(&self, alg: Algorithm) -> bool {
         self.kind.fits(alg) && self.alg.is_none_or(|own| own == alg)
+    }
+
+    /// Everything that makes two keys the same key.
+    fn fingerprint(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.material.len() + 64);
+        out.extend_from_slice(self.kid.as_deref().map_or(&b"\xff"[..], str::as_bytes));
+        out.push(0);
+        out.extend_from_slice(format!("{:?}/{:?}", self.kind, self.alg).as_bytes());
+        out.push(0);
+        out.extend_from_slice(&self.material);
+        out
     }
 
     fn matches_thumbprints(&self, x5t_s256: Option<&str>, x5t: Option<&str>) -> bool {
@@ -201,12 +214,20 @@ impl KeySet {
         let doc: Document<'_> =
             serde_json::from_slice(json).map_err(|e| KeySetError::NotAKeySet(e.to_string()))?;
         let mut set = KeySet::default();
-        for raw in doc.keys {
+        let mut seen = HashSet::new();
+        for (i, raw) in doc.keys.into_iter().enumerate() {
+            if i >= MAX_KEYS {
+                set.skip(
+                    None,
+                    format!("the set has more than {MAX_KEYS} keys; the rest are ignored"),
+                );
+                break;
+            }
             match serde_json::from_str::<RawJwk>(raw.get()) {
                 Ok(jwk) => {
                     let kid = jwk.kid.clone();
                     match parse_jwk(jwk) {
-                        Ok(key) => set.push(key),
+                        Ok(key) => set.push(key, &mut seen),
                         Err(reason) => set.skip(kid, reason),
                     }
                 }
@@ -241,15 +262,18 @@ impl KeySet {
             )));
         }
         let mut set = KeySet::default();
-        set.push(VerifyingKey {
-            kid: kid.map(Arc::from),
-            kind: KeyKind::Hmac,
-            alg: Some(alg),
-            x5t: None,
-            x5t_s256: None,
-            material: secret.into(),
-            key: DecodingKey::from_secret(secret).map_err(|e| KeySetError::InvalidKey(e.to_string()))?,
-        });
+        set.push(
+            VerifyingKey {
+                kid: kid.map(Arc::from),
+                kind: KeyKind::Hmac,
+                alg: Some(alg),
+                x5t: None,
+                x5t_s256: None,
+                material: secret.into(),
+                key: DecodingKey::from_secret(secret).map_err(|e| KeySetError::InvalidKey(e.to_string()))?,
+            },
+            &mut HashSet::new(),
+        );
         Ok(set)
     }
 
@@ -282,13 +306,15 @@ impl KeySet {
     /// [`MAX_CANDIDATES`] of them.
     ///
     /// Errors: no key with that kid (`UnknownKeyId`); keys, but none fits the algorithm
-    /// (`NoMatchingKey`); no kid and several fitting keys (`AmbiguousKey`).
+    /// (`NoMatchingKey`); no kid and several fitting keys (`AmbiguousKey`), unless
+    /// `try_several` allows trying them.
     pub(crate) fn candidates<'a>(
         &'a self,
         kid: Option<&str>,
         alg: Algorithm,
         x5t_s256: Option<&'a str>,
         x5t: Option<&'a str>,
+        try_several: bool,
     ) -> Result<impl Iterator<Item = &'a VerifyingKey> + 'a, AuthError> {
         let indices: &[usize] = match kid {
             Some(kid) => self.by_kid.get(kid).ok_or(AuthError::UnknownKeyId)?,
@@ -304,17 +330,16 @@ impl KeySet {
         if probe.next().is_none() {
             return Err(AuthError::NoMatchingKey);
         }
-        if kid.is_none() && probe.next().is_some() {
+        if kid.is_none() && !try_several && probe.next().is_some() {
             return Err(AuthError::AmbiguousKey);
         }
         Ok(fitting().take(MAX_CANDIDATES))
     }
 
-    fn push(&mut self, key: VerifyingKey) {
-        let duplicate = self.keys.iter().any(|k| {
-            k.kid == key.kid && k.kind == key.kind && k.alg == key.alg && k.material == key.material
-        });
-        if duplicate {
+    /// Adds a key unless an identical one is there (`seen` holds their fingerprints, so
+    /// loading stays linear in the number of keys).
+    fn push(&mut self, key: VerifyingKey, seen: &mut HashSet<Vec<u8>>) {
+        if !seen.insert(key.fingerprint()) {
             tracing::debug!(kid = ?key.kid, "dropping exact duplicate JWK");
             return;
         }
@@ -327,9 +352,24 @@ impl KeySet {
     }
 
     fn skip(&mut self, kid: Option<String>, reason: String) {
+        // A hostile set could carry huge kids and values: log and keep a bounded prefix.
+        let kid = kid.map(|k| truncated(k, 128));
+        let reason = truncated(reason, 200);
         tracing::warn!(kid = kid.as_deref().unwrap_or("<none>"), %reason, "skipping JWK");
         self.skipped.push(SkippedKey { kid, reason });
     }
+}
+
+fn truncated(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str("...");
+    }
+    text
 }
 
 /// The kid of a JWK that did not parse as a whole, for the warning.
@@ -509,7 +549,7 @@ mod tests {
     fn keys_without_kid_alg_or_use_are_usable() {
         let set = set(&ed(""));
         assert_eq!(set.len(), 1);
-        assert!(set.candidates(None, Algorithm::EdDSA, None, None).is_ok());
+        assert!(set.candidates(None, Algorithm::EdDSA, None, None, false).is_ok());
     }
 
     #[test]
@@ -538,13 +578,18 @@ mod tests {
     #[test]
     fn jwk_alg_binds_the_token_alg() {
         let set = set(&ed(r#","kid":"a","alg":"EdDSA""#));
-        assert!(set.candidates(Some("a"), Algorithm::EdDSA, None, None).is_ok());
+        assert!(
+            set.candidates(Some("a"), Algorithm::EdDSA, None, None, false)
+                .is_ok()
+        );
         assert_eq!(
-            set.candidates(Some("a"), Algorithm::ES256, None, None).err(),
+            set.candidates(Some("a"), Algorithm::ES256, None, None, false)
+                .err(),
             Some(AuthError::NoMatchingKey)
         );
         assert_eq!(
-            set.candidates(Some("b"), Algorithm::EdDSA, None, None).err(),
+            set.candidates(Some("b"), Algorithm::EdDSA, None, None, false)
+                .err(),
             Some(AuthError::UnknownKeyId)
         );
     }
@@ -554,9 +599,19 @@ mod tests {
         let other = r#"{"kty":"OKP","crv":"Ed25519","x":"PUAXw-hDiVqStwqnTRt-vJyYLM8uxJaMwM1V8Sr0Zgw"}"#;
         let set = set(&format!("{},{other}", ed("")));
         assert_eq!(
-            set.candidates(None, Algorithm::EdDSA, None, None).err(),
+            set.candidates(None, Algorithm::EdDSA, None, None, false).err(),
             Some(AuthError::AmbiguousKey)
         );
+    }
+
+    #[test]
+    fn kidless_tokens_may_try_several_fitting_keys_when_allowed() {
+        let other = r#"{"kty":"OKP","crv":"Ed25519","x":"PUAXw-hDiVqStwqnTRt-vJyYLM8uxJaMwM1V8Sr0Zgw"}"#;
+        let set = set(&format!("{},{other}", ed("")));
+        let tried = set
+            .candidates(None, Algorithm::EdDSA, None, None, true)
+            .expect("allowed");
+        assert_eq!(tried.count(), 2);
     }
 
     #[test]

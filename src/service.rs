@@ -131,19 +131,22 @@ impl Shared {
                 None => Check::Rejected(AuthError::KeysUnavailable),
             };
         };
-        match (
-            self.verifier.verify_parsed(parsed, &keys, route),
-            parsed.kid.as_deref(),
-        ) {
-            (Err(AuthError::UnknownKeyId), Some(kid)) if may_fetch => match remote.refetch_for_kid(kid) {
+        let kid = parsed.kid.as_deref();
+        match self.verifier.verify_parsed(parsed, &keys, route) {
+            // The set may have changed under us: a new kid, a key replaced under a kid
+            // that stayed, or a kid-less token from a new key. One look at the provider,
+            // within the cooldown and shared with every other request that needs it.
+            Err(e) if may_fetch && may_have_rotated(&e) => match remote.refetch_for(kid) {
                 Some(fetch) => Check::Wait(fetch),
-                None => Check::Rejected(AuthError::UnknownKeyId),
+                None => Check::Rejected(e),
             },
-            (Err(AuthError::UnknownKeyId), Some(kid)) => {
-                remote.remember_unknown(kid);
+            Err(AuthError::UnknownKeyId) => {
+                if let Some(kid) = kid {
+                    remote.remember_unknown(kid);
+                }
                 Check::Rejected(AuthError::UnknownKeyId)
             }
-            (result, _) => result.into(),
+            result => result.into(),
         }
     }
 
@@ -215,6 +218,14 @@ impl Shared {
             other => other,
         }
     }
+}
+
+/// Rejections that a fresh copy of the key set could turn into a success.
+fn may_have_rotated(error: &AuthError) -> bool {
+    matches!(
+        error,
+        AuthError::UnknownKeyId | AuthError::InvalidSignature | AuthError::NoMatchingKey
+    )
 }
 
 impl<C> From<Result<Verified<C>, AuthError>> for Check<C> {

@@ -99,22 +99,31 @@ impl TokenSource {
 /// The value of the one cookie called `name` across all `Cookie` headers.
 fn cookie_token<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, AuthError> {
     let mut found = None;
-    for header in headers.get_all(COOKIE) {
-        let Ok(text) = header.to_str() else { continue };
-        for cookie in cookie::Cookie::split_parse(text).flatten() {
-            if cookie.name() != name {
-                continue;
-            }
-            if found.is_some() {
-                return Err(AuthError::MultipleTokens);
-            }
-            // The raw value borrows from the header map, so no copy is made.
-            found = Some(
-                cookie
-                    .value_raw()
-                    .ok_or(AuthError::MalformedAuthorizationHeader)?,
-            );
+    // Browsers send cookie values in UTF-8 or worse: judge each `;`-separated pair on its
+    // own, so one odd cookie cannot hide the token (or smuggle a second one).
+    let pairs = headers
+        .get_all(COOKIE)
+        .iter()
+        .flat_map(|h| h.as_bytes().split(|b| *b == b';'));
+    for pair in pairs {
+        let Ok(text) = std::str::from_utf8(pair) else {
+            continue;
+        };
+        let Ok(cookie) = cookie::Cookie::parse(text.trim()) else {
+            continue;
+        };
+        if cookie.name() != name {
+            continue;
         }
+        if found.is_some() {
+            return Err(AuthError::MultipleTokens);
+        }
+        // The raw value borrows from the header map, so no copy is made.
+        found = Some(
+            cookie
+                .value_raw()
+                .ok_or(AuthError::MalformedAuthorizationHeader)?,
+        );
     }
     Ok(found)
 }

@@ -59,6 +59,7 @@ struct Config {
     max_token_len: usize,
     clock: Option<Clock>,
     policy: Policy,
+    try_keys_without_kid: bool,
 }
 
 impl fmt::Debug for Verifier {
@@ -86,6 +87,7 @@ pub struct VerifierBuilder {
     max_token_len: usize,
     clock: Option<Clock>,
     policy: Policy,
+    try_keys_without_kid: bool,
 }
 
 impl fmt::Debug for VerifierBuilder {
@@ -138,6 +140,7 @@ impl Default for VerifierBuilder {
             max_token_len: DEFAULT_MAX_TOKEN_LEN,
             clock: None,
             policy: Policy::default(),
+            try_keys_without_kid: false,
         }
     }
 }
@@ -177,6 +180,14 @@ impl VerifierBuilder {
     /// Replaces the system clock, for tests and simulations.
     pub fn clock(mut self, clock: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
         self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// For tokens without `kid`: try each key that fits the algorithm (at most four)
+    /// instead of refusing when several fit. Needed for providers that omit `kid` and
+    /// publish the next key beside the current one; costs one signature check per key.
+    pub fn try_keys_without_kid(mut self) -> Self {
+        self.try_keys_without_kid = true;
         self
     }
 
@@ -267,6 +278,7 @@ impl VerifierBuilder {
                 max_token_len: self.max_token_len,
                 clock: self.clock,
                 policy: self.policy,
+                try_keys_without_kid: self.try_keys_without_kid,
             }),
         })
     }
@@ -372,26 +384,29 @@ impl<'de> serde::de::Visitor<'de> for RegisteredVisitor {
             ..Registered::default()
         };
         while let Some(name) = map.next_key::<Cow<'de, str>>()? {
-            if reg.names.contains(&name) {
-                return Err(serde::de::Error::custom("duplicate member"));
-            }
             let value: &'de RawValue = map.next_value()?;
             let slot = match name.as_ref() {
-                "exp" => &mut reg.exp,
-                "nbf" => &mut reg.nbf,
-                "iat" => &mut reg.iat,
-                "iss" => &mut reg.iss,
-                "sub" => &mut reg.sub,
-                "aud" => &mut reg.aud,
-                "scope" => &mut reg.scope,
-                "scp" => &mut reg.scp,
-                _ => {
-                    reg.names.push(name);
-                    continue;
-                }
+                "exp" => Some(&mut reg.exp),
+                "nbf" => Some(&mut reg.nbf),
+                "iat" => Some(&mut reg.iat),
+                "iss" => Some(&mut reg.iss),
+                "sub" => Some(&mut reg.sub),
+                "aud" => Some(&mut reg.aud),
+                "scope" => Some(&mut reg.scope),
+                "scp" => Some(&mut reg.scp),
+                _ => None,
             };
-            *slot = Some(value);
+            if let Some(slot) = slot {
+                *slot = Some(value);
+            }
             reg.names.push(name);
+        }
+        // Sorting, not a scan per member: a payload of many members (read before the
+        // signature when several issuers are configured) stays O(n log n).
+        let mut sorted: Vec<&str> = reg.names.iter().map(|n| n.as_ref()).collect();
+        sorted.sort_unstable();
+        if sorted.windows(2).any(|pair| pair[0] == pair[1]) {
+            return Err(serde::de::Error::custom("duplicate member"));
         }
         Ok(reg)
     }
@@ -533,6 +548,7 @@ impl Verifier {
             parsed.alg,
             parsed.x5t_s256.as_deref(),
             parsed.x5t.as_deref(),
+            self.config.try_keys_without_kid,
         )?;
         for key in candidates {
             let ok = jsonwebtoken::crypto::verify(

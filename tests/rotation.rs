@@ -21,12 +21,13 @@ fn verifier() -> Verifier {
 
 /// Lets spawned tasks (background refresh, fetches) run until `done` holds.
 async fn settle(done: impl Fn() -> bool) {
-    // Up to 20 simulated seconds: enough for a few backoff retries.
+    // Up to 200 simulated seconds: enough for a few backoff retries (which start at the
+    // 30 s cooldown).
     for _ in 0..400 {
         if done() {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     panic!("condition not reached");
 }

@@ -36,10 +36,10 @@ pub const DEFAULT_MAX_RESPONSE_SIZE: usize = 1024 * 1024;
 pub const DEFAULT_MAX_STALE: Duration = Duration::from_secs(24 * 3600);
 /// Longest duration any setting accepts; larger ones would overflow deadlines.
 const MAX_SETTING: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Longest kid that is looked up at the provider or remembered (memory stays bounded).
+const MAX_REMEMBERED_KID: usize = 256;
 /// How many unknown kids are remembered at once (bounded so a flood cannot grow it).
 const UNKNOWN_KID_CAPACITY: u64 = 10_000;
-/// First retry delay after a failed background refresh; doubled up to the interval.
-const FIRST_RETRY: Duration = Duration::from_secs(1);
 
 /// Why a fetch failed. Cloneable so every waiter of a coalesced fetch gets it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,6 +129,8 @@ struct FetchState {
     last_error: Option<FetchError>,
     /// How long the provider said the current set stays fresh (clamped).
     ttl: Option<Duration>,
+    /// Not before this, said the provider (`Retry-After` on a 429 or 503).
+    retry_after: Option<Instant>,
 }
 
 type SharedFetch = Shared<BoxFuture<'static, Result<(), FetchError>>>;
@@ -251,17 +253,22 @@ impl RemoteJwks {
         self.inner.fetch_shared(true).await
     }
 
-    /// A fetch to wait on because a token named `kid` and the set does not have it.
+    /// A fetch to wait on because the set may have changed for this token: its `kid` is
+    /// unknown, or its key no longer verifies. Kids longer than any provider uses are
+    /// never worth a fetch.
     ///
     /// `None` means "reject at once": the kid was already looked for during the
     /// cooldown, or the cooldown since the last attempt has not passed and no fetch is
     /// under way to join.
-    pub(crate) fn refetch_for_kid(&self, kid: &str) -> Option<SharedFetch> {
+    pub(crate) fn refetch_for(&self, kid: Option<&str>) -> Option<SharedFetch> {
         let inner = &self.inner;
-        let remembered = inner
-            .unknown_kids
-            .get(kid)
-            .is_some_and(|since| since.elapsed() < inner.config.cooldown);
+        let remembered = kid.is_some_and(|kid| {
+            kid.len() > MAX_REMEMBERED_KID
+                || inner
+                    .unknown_kids
+                    .get(kid)
+                    .is_some_and(|since| since.elapsed() < inner.config.cooldown)
+        });
         let fetch = if remembered {
             None
         } else {
@@ -278,6 +285,9 @@ impl RemoteJwks {
 
     /// Remembers that a fresh set does not hold `kid`, until the cooldown has passed.
     pub(crate) fn remember_unknown(&self, kid: &str) {
+        if kid.len() > MAX_REMEMBERED_KID {
+            return;
+        }
         self.inner.unknown_kids.insert(kid.into(), Instant::now());
     }
 
@@ -302,19 +312,18 @@ impl RemoteJwks {
 /// Refreshes ahead of expiry with jitter; after a failure retries with exponential
 /// backoff capped at the refresh interval. Ends when the last `RemoteJwks` is dropped.
 async fn refresh_loop(weak: Weak<Inner>, first: Instant) {
-    let mut retry = FIRST_RETRY;
     tokio::time::sleep_until(first).await;
+    let mut failures = 0u32;
     loop {
         let Some(inner) = weak.upgrade() else { return };
         let delay = match inner.fetch_shared(true).await {
             Ok(()) => {
-                retry = FIRST_RETRY;
+                failures = 0;
                 inner.next_refresh()
             }
             Err(_) => {
-                let wait = jittered(retry);
-                retry = (retry * 2).min(inner.config.refresh_interval);
-                wait
+                failures = failures.saturating_add(1);
+                inner.retry_delay(failures)
             }
         };
         drop(inner);
@@ -322,14 +331,36 @@ async fn refresh_loop(weak: Weak<Inner>, first: Instant) {
     }
 }
 
+/// A random factor in [0, 1), for jitter (not for anything secret).
+fn unit_random() -> f64 {
+    let random = RandomState::new().hash_one(Instant::now());
+    (random >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// `base` scaled by a random factor in [0.9, 1.1], so replicas do not fetch in lockstep.
 pub(crate) fn jittered(base: Duration) -> Duration {
-    let random = RandomState::new().hash_one(Instant::now());
-    let unit = (random >> 11) as f64 / (1u64 << 53) as f64;
-    base.mul_f64(0.9 + 0.2 * unit)
+    base.mul_f64(0.9 + 0.2 * unit_random())
 }
 
 impl Inner {
+    /// How long the refresher waits after `failures` failed fetches in a row: from the
+    /// cooldown, doubling up to the refresh interval, drawn from the upper half of that
+    /// (replicas that failed together spread out), and never before the provider's
+    /// `Retry-After`.
+    fn retry_delay(&self, failures: u32) -> Duration {
+        let c = &self.config;
+        let base = c
+            .cooldown
+            .saturating_mul(1 << failures.saturating_sub(1).min(16))
+            .min(c.refresh_interval);
+        let backoff = base.mul_f64(0.5 + 0.5 * unit_random());
+        let asked = self
+            .lock()
+            .retry_after
+            .map(|at| at.saturating_duration_since(Instant::now()));
+        backoff.max(asked.unwrap_or_default())
+    }
+
     /// When the background refresher fetches next: at 90 % of the set's freshness
     /// lifetime, +-10 %, so the refresh lands before expiry and replicas spread out.
     fn next_refresh(&self) -> Duration {
@@ -373,18 +404,25 @@ impl Inner {
         let now = Instant::now();
         let cooling = state
             .last_attempt
-            .is_some_and(|last| now.duration_since(last) < self.config.cooldown);
+            .is_some_and(|last| now.duration_since(last) < self.config.cooldown)
+            || state.retry_after.is_some_and(|at| now < at);
         if cooling && !force {
             return None;
         }
         state.last_attempt = Some(now);
         state.generation += 1;
         let generation = state.generation;
-        let inner = self.clone();
+        let guard = FetchGuard {
+            inner: self.clone(),
+            generation,
+            done: false,
+        };
         // Spawned, so that a request that gives up cannot cancel the fetch others wait on.
         let task = tokio::spawn(async move {
-            let result = inner.fetch().await;
-            inner.finish(generation, &result);
+            let mut guard = guard;
+            let result = guard.inner.fetch(force).await;
+            guard.inner.finish(generation, &result);
+            guard.done = true;
             result
         });
         let fetch = async move {
@@ -403,7 +441,10 @@ impl Inner {
             state.in_flight = None;
         }
         match result {
-            Ok(()) => state.last_error = None,
+            Ok(()) => {
+                state.last_error = None;
+                state.retry_after = None;
+            }
             Err(e) => {
                 let url = self.label();
                 self.counters.fetch(&url, Fetch::Failed);
@@ -424,16 +465,21 @@ impl Inner {
 
     /// The JWKS URL to fetch now: with discovery, rediscovered (a failed discovery
     /// falls back to the last known URL, so a metadata hiccup is not a key outage).
-    async fn current_url(&self) -> Result<Arc<reqwest::Url>, FetchError> {
+    async fn current_url(&self, rediscover: bool) -> Result<Arc<reqwest::Url>, FetchError> {
         let known = self.jwks_url.load_full();
-        let Some(discovery) = &self.discovery else {
+        let Some(discovery) = self.discovery.as_ref().filter(|_| rediscover || known.is_none()) else {
             return known.ok_or_else(|| FetchError::new("no JWKS URL"));
         };
         let c = &self.config;
-        match discovery
-            .jwks_uri(&self.client, c.timeout, c.max_response_size)
-            .await
-        {
+        // Both metadata documents together get one fetch timeout.
+        let lookup = discovery.jwks_uri(&self.client, c.timeout, c.max_response_size);
+        let found = tokio::time::timeout(c.timeout, lookup).await.unwrap_or_else(|_| {
+            Err(FetchError::new(format!(
+                "discovery for issuer {} timed out",
+                discovery.issuer()
+            )))
+        });
+        match found {
             Ok(url) if known.as_deref() == Some(&url) => Ok(Arc::new(url)),
             Ok(url) => {
                 if let Some(old) = &known {
@@ -456,17 +502,22 @@ impl Inner {
         }
     }
 
-    async fn fetch(&self) -> Result<(), FetchError> {
-        let url = self.current_url().await?;
+    /// One fetch. `rediscover` (background refreshes) reads the provider metadata
+    /// first; a request waiting on a fetch uses the known `jwks_uri`, so it waits for
+    /// one request of at most the fetch timeout.
+    async fn fetch(&self, rediscover: bool) -> Result<(), FetchError> {
+        let url = self.current_url(rediscover).await?;
         let mut request = self.client.get((*url).clone()).timeout(self.config.timeout);
-        let have_keys = self.current.load().is_some();
-        if have_keys {
+        let mut conditional = false;
+        if self.current.load().is_some() {
             let state = self.lock();
             if let Some(etag) = &state.etag {
                 request = request.header(IF_NONE_MATCH, etag.clone());
+                conditional = true;
             }
             if let Some(date) = &state.last_modified {
                 request = request.header(IF_MODIFIED_SINCE, date.clone());
+                conditional = true;
             }
         }
         let response = request
@@ -474,7 +525,9 @@ impl Inner {
             .await
             .map_err(|e| FetchError::new(format!("GET {url}: {}", describe(&e))))?;
         match response.status() {
-            StatusCode::NOT_MODIFIED if have_keys => {
+            // Only an answer to a conditional request: an endpoint that always says 304
+            // must not keep a set fresh forever.
+            StatusCode::NOT_MODIFIED if conditional => {
                 self.counters.fetch(url.as_str(), Fetch::NotModified);
                 let ttl = self.freshness(response.headers());
                 self.confirm();
@@ -482,7 +535,27 @@ impl Inner {
                 Ok(())
             }
             StatusCode::OK => self.accept(&url, response).await,
-            status => Err(FetchError::new(format!("GET {url}: status {status}"))),
+            status => {
+                self.note_retry_after(status, response.headers());
+                Err(FetchError::new(format!("GET {url}: status {status}")))
+            }
+        }
+    }
+
+    /// Remembers a 429/503 `Retry-After` (delay-seconds form), clamped to
+    /// [cooldown, max_refresh], so neither requests nor the refresher ask earlier.
+    fn note_retry_after(&self, status: StatusCode, headers: &http::HeaderMap) {
+        if status != StatusCode::TOO_MANY_REQUESTS && status != StatusCode::SERVICE_UNAVAILABLE {
+            return;
+        }
+        let seconds = headers
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if let Some(seconds) = seconds {
+            let c = &self.config;
+            let wait = Duration::from_secs(seconds).clamp(c.cooldown, c.max_refresh);
+            self.lock().retry_after = Some(Instant::now() + wait);
         }
     }
 
@@ -537,6 +610,24 @@ impl Inner {
         state.last_modified = last_modified;
         state.ttl = Some(ttl);
         Ok(())
+    }
+}
+
+/// Clears the in-flight fetch if its task ends without finishing (cancelled with its
+/// runtime, or panicked), so the next request starts a fresh fetch instead of joining a
+/// dead one forever.
+struct FetchGuard {
+    inner: Arc<Inner>,
+    generation: u64,
+    done: bool,
+}
+
+impl Drop for FetchGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            let error = Err(FetchError::new("fetch task ended before finishing"));
+            self.inner.finish(self.generation, &error);
+        }
     }
 }
 
@@ -718,6 +809,13 @@ enum Target {
 /// `https`, or `http` to a loopback host (tests and sidecars).
 pub(crate) fn check_url(url: &str) -> Result<reqwest::Url, ConfigError> {
     let parsed = reqwest::Url::parse(url).map_err(|e| ConfigError::Url(format!("{url}: {e}")))?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        // They would show in errors, health, logs and metric labels. Pass credentials
+        // through a custom client's default headers instead.
+        return Err(ConfigError::Url(
+            "credentials in the URL are not accepted; configure a client with default headers".into(),
+        ));
+    }
     let loopback = match parsed.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
