@@ -371,7 +371,7 @@ impl fmt::Display for StartError {
             Self::Jwks { from, source } => {
                 write!(
                     f,
-                    "cannot load the signing keys {from}: {source}; refusing to start"
+                    "cannot load the verification keys {from}: {source}; refusing to start"
                 )
             }
             Self::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),

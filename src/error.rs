@@ -68,7 +68,8 @@ pub enum AuthError {
     WrongType,
     /// `exp` lies further after `iat` (or now) than the configured maximum lifetime.
     LifetimeTooLong,
-    /// A user validator refused the token; carries its reason. Answered 403.
+    /// A user validator refused the token; carries its reason. Answered 403 without a
+    /// challenge (the token is valid; no other credentials would help).
     Forbidden(String),
     /// A required scope is missing; carries the scope(s) needed.
     InsufficientScope(String),
@@ -109,7 +110,9 @@ impl AuthError {
             Self::MultipleAuthorizationHeaders
             | Self::MultipleTokens
             | Self::MalformedAuthorizationHeader => Some("invalid_request"),
-            Self::InsufficientScope(_) | Self::Forbidden(_) => Some("insufficient_scope"),
+            Self::InsufficientScope(_) => Some("insufficient_scope"),
+            // A validator's refusal is an authorization decision, not a challenge.
+            Self::Forbidden(_) => None,
             _ => Some("invalid_token"),
         }
     }
@@ -209,6 +212,8 @@ impl AuthError {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if self.status() == StatusCode::SERVICE_UNAVAILABLE {
             headers.insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS.as_secs()));
+        } else if matches!(self, Self::Forbidden(_)) {
+            // The token was fine; no new credentials would help.
         } else if let Ok(value) = HeaderValue::from_str(&self.challenge(realm)) {
             headers.insert(WWW_AUTHENTICATE, value);
         }

@@ -64,7 +64,7 @@
 //! | `aws-lc-rs` | yes | jsonwebtoken's aws-lc-rs crypto backend |
 //! | `rust-crypto` | no | jsonwebtoken's RustCrypto backend instead |
 //! | `axum` | no | `Claims<C>` as an axum 0.8 extractor |
-//! | `metrics` | no | counters through the `metrics` facade (`jwks_fetches_total`, `jwt_tokens_total`, ...) |
+//! | `metrics` | yes | counters through the `metrics` facade (`jwks_fetches_total`, `jwt_tokens_total`, ...) |
 
 #[cfg(not(any(feature = "aws-lc-rs", feature = "rust-crypto")))]
 compile_error!("enable one crypto backend: feature `aws-lc-rs` (default) or `rust-crypto`");
@@ -94,6 +94,8 @@ mod verify;
 pub use alg::{Algorithm, UnknownAlgorithm};
 pub use claims::{Claims, JsonClaims};
 pub use error::{AuthError, ErrorResponder};
+#[cfg(feature = "axum")]
+pub use extract::ClaimsRejection;
 pub use future::ResponseFuture;
 pub use issuer::Issuer;
 pub use jwks::{

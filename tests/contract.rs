@@ -196,3 +196,14 @@ async fn route_layer_keeps_unknown_paths_404() {
         .expect("infallible");
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_handler_asking_for_another_claims_type_than_the_layer_makes_is_a_500_not_a_401() {
+    async fn handler(Claims(c): Claims<MyClaims>) -> String {
+        c.sub
+    }
+    // The layer produces the default JSON claims; the handler wants MyClaims.
+    let app = Router::new().route("/whoami", get(handler)).route_layer(layer());
+    let answer = call(&app, &key("es256").sign(&good_claims())).await;
+    assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR, "{answer:?}");
+}

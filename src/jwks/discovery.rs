@@ -97,7 +97,7 @@ impl Discovery {
         let jwks_uri = metadata
             .jwks_uri
             .ok_or_else(|| format!("GET {document}: no jwks_uri"))?;
-        check_url(&jwks_uri).map_err(|e| format!("GET {document}: jwks_uri {e}"))
+        check_url(&jwks_uri).map_err(|e| format!("GET {document}: jwks_uri: {e}"))
     }
 }
 

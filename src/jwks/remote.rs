@@ -595,7 +595,21 @@ impl Inner {
         let keys = KeySet::from_jwks(&body).map_err(|e| FetchError::new(format!("GET {url}: {e}")))?;
         if keys.is_empty() {
             // Replacing good keys with nothing would lock every caller out.
-            return Err(FetchError::new(format!("GET {url}: no usable signing keys")));
+            let why: Vec<String> = keys
+                .skipped()
+                .iter()
+                .take(3)
+                .map(|k| format!("{}: {}", k.kid.as_deref().unwrap_or("<no kid>"), k.reason))
+                .collect();
+            return Err(FetchError::new(format!(
+                "GET {url}: no usable signing keys (skipped {}{})",
+                keys.skipped().len(),
+                if why.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", why.join("; "))
+                }
+            )));
         }
         self.log_change(url, &keys);
         self.counters.fetch(url.as_str(), Fetch::Ok);
@@ -850,14 +864,9 @@ impl fmt::Display for BuildError {
     }
 }
 
-impl std::error::Error for BuildError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Self::Config(e) => Some(e),
-            Self::Fetch(e) => Some(e),
-        }
-    }
-}
+/// The cause is part of the message already, so `source` is empty: error-chain
+/// printers (anyhow, eyre) would show it twice otherwise.
+impl std::error::Error for BuildError {}
 
 #[cfg(test)]
 mod tests {
