@@ -22,26 +22,17 @@ use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
-use http::{HeaderValue, Request, StatusCode, Uri};
+use http::{StatusCode, Uri};
 use jsonwebtoken::{Algorithm as JwtAlg, EncodingKey};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
-use tower::ServiceExt;
 use tower_jwt_auth::{Issuer, JwtAuthLayer, KeySet, RemoteJwks, TokenSource, Verifier};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
-
-fn verifier() -> Verifier {
-    Verifier::builder()
-        .issuer(ISSUER)
-        .audience(AUDIENCE)
-        .build()
-        .expect("verifier")
-}
 
 /// Lets simulated time pass in 100 ms steps until `done` holds (bounded).
 async fn settle(budget: Duration, done: impl Fn() -> bool) {
@@ -88,32 +79,6 @@ fn claims_with(changes: &[(&str, Value)]) -> Value {
         claims[*name] = value.clone();
     }
     claims
-}
-
-/// GET /whoami with header values given as raw bytes (obs-text allowed).
-async fn call_raw(app: &Router, headers: &[(&str, &[u8])]) -> Answer {
-    let mut req = Request::get("/whoami");
-    for (name, value) in headers {
-        req = req.header(*name, HeaderValue::from_bytes(value).expect("header value"));
-    }
-    let res = app
-        .clone()
-        .oneshot(req.body(Body::empty()).expect("request"))
-        .await
-        .expect("infallible");
-    let status = res.status();
-    let www_authenticate = res
-        .headers()
-        .get("www-authenticate")
-        .map(|v| v.to_str().expect("ascii").to_string());
-    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
-        .await
-        .expect("body");
-    Answer {
-        status,
-        www_authenticate,
-        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    }
 }
 
 /// Everything a rejection shows the client, as one string.

@@ -10,15 +10,7 @@ use common::*;
 use http::StatusCode;
 use serde_json::json;
 use tokio::time::Instant;
-use tower_jwt_auth::{JwtAuthLayer, RemoteJwks, Verifier};
-
-fn verifier() -> Verifier {
-    Verifier::builder()
-        .issuer(ISSUER)
-        .audience(AUDIENCE)
-        .build()
-        .expect("verifier")
-}
+use tower_jwt_auth::{JwtAuthLayer, RemoteJwks};
 
 /// Lets simulated time pass, in small steps, until `done` holds (at most `budget`).
 async fn settle_within(budget: Duration, done: impl Fn() -> bool) {

@@ -10,14 +10,12 @@ mod common;
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::Router;
-use axum::body::Body;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use common::*;
-use http::{HeaderValue, Request, StatusCode};
+use http::StatusCode;
 use jsonwebtoken::{Algorithm as JwtAlg, EncodingKey};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 use tower_jwt_auth::{Algorithm, JwtAuthLayer, KeySet, RemoteJwks, Verifier, VerifierBuilder};
 
 /// The fixed "now" of every verifier below (2023-11-14T22:13:20Z): no test depends on
@@ -284,28 +282,7 @@ fn rsa_public_forms(jwk: &Value) -> Vec<(&'static str, Vec<u8>)> {
 
 /// Sends GET /whoami with an Authorization header of arbitrary bytes (obs-text too).
 async fn call_bytes(app: &Router, value: &[u8]) -> Answer {
-    let req = Request::get("/whoami")
-        .header(
-            "authorization",
-            HeaderValue::from_bytes(value).expect("header value"),
-        )
-        .body(Body::empty())
-        .expect("request");
-    let res = app.clone().oneshot(req).await.expect("infallible");
-    let status = res.status();
-    let www_authenticate = res
-        .headers()
-        .get("www-authenticate")
-        .map(|v| v.to_str().expect("ascii").to_string());
-    let bytes = axum::body::to_bytes(res.into_body(), 1 << 20)
-        .await
-        .expect("body");
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    Answer {
-        status,
-        www_authenticate,
-        body,
-    }
+    call_raw(app, &[("authorization", value)]).await
 }
 
 // ---------------------------------------------------------------------------------------

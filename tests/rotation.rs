@@ -9,15 +9,7 @@ use common::*;
 use futures_util::future::join_all;
 use http::StatusCode;
 use serde_json::json;
-use tower_jwt_auth::{JwtAuthLayer, RemoteJwks, Verifier};
-
-fn verifier() -> Verifier {
-    Verifier::builder()
-        .issuer(ISSUER)
-        .audience(AUDIENCE)
-        .build()
-        .expect("verifier")
-}
+use tower_jwt_auth::{JwtAuthLayer, RemoteJwks};
 
 /// Lets spawned tasks (background refresh, fetches) run until `done` holds.
 async fn settle(done: impl Fn() -> bool) {

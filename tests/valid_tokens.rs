@@ -6,15 +6,7 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use tower_jwt_auth::{JwtAuthLayer, KeySet, RemoteJwks, Verifier};
-
-fn verifier() -> Verifier {
-    Verifier::builder()
-        .issuer(ISSUER)
-        .audience(AUDIENCE)
-        .build()
-        .expect("verifier")
-}
+use tower_jwt_auth::{JwtAuthLayer, KeySet, RemoteJwks};
 
 #[tokio::test]
 async fn pyjwt_tokens_of_every_algorithm_verify_through_a_remote_jwks() {

@@ -275,9 +275,15 @@ pub async fn call(app: &Router, token: &str) -> Answer {
 
 /// Sends GET /whoami with these headers.
 pub async fn call_with(app: &Router, headers: &[(&str, &str)]) -> Answer {
+    let raw: Vec<(&str, &[u8])> = headers.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
+    call_raw(app, &raw).await
+}
+
+/// Sends GET /whoami with header values given as raw bytes (obs-text allowed).
+pub async fn call_raw(app: &Router, headers: &[(&str, &[u8])]) -> Answer {
     let mut req = Request::get("/whoami");
     for (name, value) in headers {
-        req = req.header(*name, *value);
+        req = req.header(*name, http::HeaderValue::from_bytes(value).expect("header value"));
     }
     let res = app
         .clone()
@@ -298,6 +304,15 @@ pub async fn call_with(app: &Router, headers: &[(&str, &str)]) -> Answer {
         www_authenticate,
         body,
     }
+}
+
+/// The verifier most tests use: the test issuer and audience, defaults otherwise.
+pub fn verifier() -> tower_jwt_auth::Verifier {
+    tower_jwt_auth::Verifier::builder()
+        .issuer(ISSUER)
+        .audience(AUDIENCE)
+        .build()
+        .expect("verifier")
 }
 
 impl Answer {
