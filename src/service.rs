@@ -126,7 +126,9 @@ impl Shared {
             Source::Remote(remote) => remote,
         };
         let Some(keys) = remote.keys() else {
-            return match remote.fetch_for_empty().filter(|_| may_fetch) {
+            // Only the first look may start a fetch: a request causes at most one.
+            let fetch = if may_fetch { remote.fetch_for_empty() } else { None };
+            return match fetch {
                 Some(fetch) => Check::Wait(fetch),
                 None => Check::Rejected(AuthError::KeysUnavailable),
             };

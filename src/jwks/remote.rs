@@ -41,7 +41,8 @@ const MAX_REMEMBERED_KID: usize = 256;
 /// How many unknown kids are remembered at once (bounded so a flood cannot grow it).
 const UNKNOWN_KID_CAPACITY: u64 = 10_000;
 
-/// Why a fetch failed. Cloneable so every waiter of a coalesced fetch gets it.
+/// Why fetching the key set failed (unreachable, timeout, status, size, not a key set),
+/// naming the URL. Every request waiting on the same fetch gets a clone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchError(Arc<str>);
 
