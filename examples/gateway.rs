@@ -226,6 +226,12 @@ pub(crate) struct Args {
     #[arg(long, value_name = "SECS", value_parser = secs(), default_value_t = DEFAULT_FETCH_TIMEOUT.as_secs())]
     pub(crate) jwks_timeout: u64,
 
+    /// Start even when the keys cannot be fetched yet (e.g. a restart during an identity
+    /// provider outage): requests get 503 and /healthz reports not ready until they
+    /// arrive. Without it the gateway refuses to start without keys.
+    #[arg(long)]
+    pub(crate) jwks_lazy: bool,
+
     /// Also serve Prometheus metrics at http://ADDR/metrics, on this second address
     /// (token and fetch counters, key set readiness, age and size). Off by default.
     #[arg(long, value_name = "ADDR")]
@@ -920,7 +926,12 @@ async fn load_keys(plan: &Plan, args: &Args) -> Result<KeySources, StartError> {
 
 /// Builds one key set, fetched once; `issuer` names it in a config file's errors.
 async fn load(plan: &Plan, args: &Args, target: &Target, issuer: &str) -> Result<RemoteJwks, StartError> {
-    target.builder(args).build().await.map_err(|source| match source {
+    let built = if args.jwks_lazy {
+        target.builder(args).lazy().map_err(BuildError::Config)
+    } else {
+        target.builder(args).build().await
+    };
+    built.map_err(|source| match source {
         BuildError::Config(e @ ConfigError::Url(_)) => plan.url_error(issuer, e),
         BuildError::Config(e) => StartError::JwksConfig(e),
         source if issuer.is_empty() => StartError::Jwks {

@@ -358,6 +358,32 @@ async fn an_unreachable_jwks_at_startup_is_an_error_naming_the_url() {
     assert!(message.contains("refused"), "the cause is named: {message}");
 }
 
+#[tokio::test]
+async fn with_jwks_lazy_the_gateway_starts_without_keys_and_reports_not_ready() {
+    let url = format!("http://{}/jwks.json", dead_addr().await);
+    let flags = args(&[
+        "--upstream",
+        "http://127.0.0.1:9",
+        "--jwks-url",
+        &url,
+        "--jwks-lazy",
+    ])
+    .expect("flags");
+    let started = gateway::gateway(&flags).await.expect("starts without keys");
+    let (status, health) = healthz_in_process(started.app.clone()).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{health}");
+    assert_eq!(health["ready"], false, "{health}");
+    let req = http::Request::get("/anything")
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let res = started.app.oneshot(req).await.expect("infallible");
+    assert_eq!(
+        res.status(),
+        StatusCode::UNAUTHORIZED,
+        "no token is still a 401, keys or not"
+    );
+}
+
 /// How clap refuses these flags.
 fn refusal(flags: &[&str]) -> clap::error::ErrorKind {
     args(flags).expect_err("refused").kind()
