@@ -34,18 +34,6 @@ use tower_jwt_auth::{Issuer, JwtAuthLayer, KeySet, RemoteJwks, TokenSource, Veri
 // Helpers
 // ---------------------------------------------------------------------------------------
 
-/// Lets simulated time pass in 100 ms steps until `done` holds (bounded).
-async fn settle(budget: Duration, done: impl Fn() -> bool) {
-    let steps = (budget.as_millis() / 100).max(1);
-    for _ in 0..steps {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(done(), "condition not reached within {budget:?}");
-}
-
 /// A fresh P-256 key under `kid` (the fixtures hold only one ES256 key).
 fn fresh_es256(kid: &str) -> TestKey {
     use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};

@@ -12,17 +12,6 @@ use serde_json::json;
 use tokio::time::Instant;
 use tower_jwt_auth::{JwtAuthLayer, RemoteJwks};
 
-/// Lets simulated time pass, in small steps, until `done` holds (at most `budget`).
-async fn settle_within(budget: Duration, done: impl Fn() -> bool) {
-    for _ in 0..1000 {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(budget / 1000).await;
-    }
-    panic!("condition not reached within {budget:?}");
-}
-
 /// Seconds between the first two requests the server saw.
 fn first_gap(server: &JwksServer) -> f64 {
     let times = server.times.lock().expect("times");
@@ -43,7 +32,7 @@ async fn server_with(headers: &[(&str, &str)]) -> JwksServer {
 async fn the_background_refresh_lands_ahead_of_max_age_within_the_jitter_bounds() {
     let server = server_with(&[("cache-control", "public, max-age=600")]).await;
     let _jwks = RemoteJwks::builder(server.url()).build().await.expect("jwks");
-    settle_within(Duration::from_secs(700), || server.hits() >= 2).await;
+    settle(Duration::from_secs(700), || server.hits() >= 2).await;
     let gap = first_gap(&server);
     // 90 % of 600 s, +-10 %: between 486 s and 594 s.
     assert!((486.0..=594.5).contains(&gap), "refreshed after {gap} s");
@@ -64,7 +53,7 @@ async fn max_age_is_clamped_to_the_configured_bounds() {
             .build()
             .await
             .expect("jwks");
-        settle_within(Duration::from_secs(4000), || server.hits() >= 2).await;
+        settle(Duration::from_secs(4000), || server.hits() >= 2).await;
         let gap = first_gap(&server);
         let (low, high) = (expected * 0.81, expected * 0.99 + 0.5);
         assert!(
@@ -82,7 +71,7 @@ async fn without_cache_headers_the_refresh_interval_applies() {
         .build()
         .await
         .expect("jwks");
-    settle_within(Duration::from_secs(300), || server.hits() >= 2).await;
+    settle(Duration::from_secs(300), || server.hits() >= 2).await;
     let gap = first_gap(&server);
     assert!((162.0..=198.5).contains(&gap), "refreshed after {gap} s");
 }
@@ -104,7 +93,7 @@ async fn conditional_requests_and_304_keep_the_set_and_make_it_fresh_again() {
         s.status = StatusCode::NOT_MODIFIED;
         s.body = Vec::new();
     });
-    settle_within(Duration::from_secs(400), || jwks.health().not_modified >= 1).await;
+    settle(Duration::from_secs(400), || jwks.health().not_modified >= 1).await;
     let headers = server
         .last_request_headers
         .lock()
@@ -120,7 +109,7 @@ async fn conditional_requests_and_304_keep_the_set_and_make_it_fresh_again() {
         "304 resets the age: {health:?}"
     );
     // Two 304s take the set past max_stale since its first download: still served.
-    settle_within(Duration::from_secs(400), || jwks.health().not_modified >= 2).await;
+    settle(Duration::from_secs(400), || jwks.health().not_modified >= 2).await;
     let app = guarded_app(JwtAuthLayer::new(verifier(), jwks));
     assert_eq!(call(&app, &k.sign(&good_claims())).await.status, StatusCode::OK);
 }

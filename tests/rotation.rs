@@ -11,19 +11,6 @@ use http::StatusCode;
 use serde_json::json;
 use tower_jwt_auth::{JwtAuthLayer, RemoteJwks};
 
-/// Lets spawned tasks (background refresh, fetches) run until `done` holds.
-async fn settle(done: impl Fn() -> bool) {
-    // Up to 200 simulated seconds: enough for a few backoff retries (which start at the
-    // 30 s cooldown).
-    for _ in 0..400 {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    panic!("condition not reached");
-}
-
 struct Setup {
     server: JwksServer,
     jwks: RemoteJwks,
@@ -113,8 +100,11 @@ async fn a_removed_key_stops_verifying_after_the_next_refresh() {
     assert_eq!(call(&s.app, &token).await.status, StatusCode::OK);
     s.server.set_jwks(&jwks_of(&[&s.new]));
     tokio::time::advance(Duration::from_secs(331)).await;
-    settle(|| s.server.hits() >= 2).await;
-    settle(|| !s.jwks.keys().expect("keys").contains_kid("old")).await;
+    settle(Duration::from_secs(200), || s.server.hits() >= 2).await;
+    settle(Duration::from_secs(200), || {
+        !s.jwks.keys().expect("keys").contains_kid("old")
+    })
+    .await;
     call(&s.app, &token).await.assert_invalid_token("unknown key id");
 }
 
@@ -127,7 +117,7 @@ async fn keys_stay_usable_while_the_endpoint_is_down_and_recover_after() {
     s.server
         .set(|script| script.status = StatusCode::INTERNAL_SERVER_ERROR);
     tokio::time::advance(Duration::from_secs(331)).await;
-    settle(|| s.jwks.health().failures >= 1).await;
+    settle(Duration::from_secs(200), || s.jwks.health().failures >= 1).await;
     assert_eq!(call(&s.app, &token).await.status, StatusCode::OK);
     let health = s.jwks.health();
     assert!(health.ready);
@@ -136,7 +126,7 @@ async fn keys_stay_usable_while_the_endpoint_is_down_and_recover_after() {
         "{health:?}"
     );
     s.server.set_jwks(&jwks_of(&[&s.old]));
-    settle(|| s.jwks.health().last_error.is_none()).await;
+    settle(Duration::from_secs(200), || s.jwks.health().last_error.is_none()).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -201,7 +191,10 @@ async fn a_request_that_gives_up_does_not_cancel_the_fetch_others_wait_on() {
         gave_up.is_err(),
         "the first request must still be waiting when dropped"
     );
-    settle(|| s.jwks.keys().is_some_and(|k| k.contains_kid("new"))).await;
+    settle(Duration::from_secs(200), || {
+        s.jwks.keys().is_some_and(|k| k.contains_kid("new"))
+    })
+    .await;
     assert_eq!(call(&s.app, &token).await.status, StatusCode::OK);
     assert_eq!(s.server.hits(), 2);
 }

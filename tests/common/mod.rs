@@ -306,6 +306,18 @@ pub async fn call_raw(app: &Router, headers: &[(&str, &[u8])]) -> Answer {
     }
 }
 
+/// Lets simulated time pass, in 1000 small steps, until `done` holds (at most `budget`).
+/// With paused tokio time this runs the background refresher and fetch tasks.
+pub async fn settle(budget: Duration, done: impl Fn() -> bool) {
+    for _ in 0..1000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(budget / 1000).await;
+    }
+    assert!(done(), "condition not reached within {budget:?}");
+}
+
 /// The verifier most tests use: the test issuer and audience, defaults otherwise.
 pub fn verifier() -> tower_jwt_auth::Verifier {
     tower_jwt_auth::Verifier::builder()
