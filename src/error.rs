@@ -310,3 +310,50 @@ where
         self(error)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_has_its_own_slot_in_reasons() {
+        // REASONS is kept by hand beside `reason()`; a missing entry would be counted
+        // under another reason.
+        let samples = [
+            AuthError::MissingToken,
+            AuthError::MultipleAuthorizationHeaders,
+            AuthError::MultipleTokens,
+            AuthError::MalformedAuthorizationHeader,
+            AuthError::TokenTooLarge,
+            AuthError::Malformed("x"),
+            AuthError::Encrypted,
+            AuthError::AlgorithmNotAllowed,
+            AuthError::UnsupportedCritical,
+            AuthError::UnknownKeyId,
+            AuthError::NoMatchingKey,
+            AuthError::AmbiguousKey,
+            AuthError::InvalidSignature,
+            AuthError::MissingClaim("exp".into()),
+            AuthError::InvalidClaim("exp"),
+            AuthError::Expired,
+            AuthError::NotYetValid,
+            AuthError::IssuedInFuture,
+            AuthError::WrongIssuer,
+            AuthError::WrongAudience,
+            AuthError::ClaimsShape,
+            AuthError::WrongType,
+            AuthError::LifetimeTooLong,
+            AuthError::Forbidden("x".into()),
+            AuthError::InsufficientScope("x".into()),
+            AuthError::KeysUnavailable,
+        ];
+        assert_eq!(samples.len(), AuthError::REASONS.len());
+        for error in &samples {
+            assert_eq!(
+                AuthError::REASONS[error.reason_index()],
+                error.reason(),
+                "{error:?}"
+            );
+        }
+    }
+}

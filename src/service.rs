@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
+use crate::jwks::SharedFetch as Fetch;
 use crate::source::{KeySource, Source};
 use crate::verify::{Parsed, Route, Verified};
 use crate::{AuthError, Claims, ErrorResponder, Issuer, JsonClaims, TokenSource, Verifier};
@@ -58,10 +59,6 @@ impl fmt::Debug for Shared {
             .finish()
     }
 }
-
-/// The fetch a request may wait on.
-type Fetch =
-    futures_util::future::Shared<futures_util::future::BoxFuture<'static, Result<(), crate::FetchError>>>;
 
 /// What one look at the request decided.
 enum Check<C> {

@@ -23,7 +23,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::*;
 use http::{StatusCode, Uri};
-use jsonwebtoken::{Algorithm as JwtAlg, EncodingKey};
+use jsonwebtoken::Algorithm as JwtAlg;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -33,23 +33,6 @@ use tower_jwt_auth::{Issuer, JwtAuthLayer, KeySet, RemoteJwks, TokenSource, Veri
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
-
-/// A fresh P-256 key under `kid` (the fixtures hold only one ES256 key).
-fn fresh_es256(kid: &str) -> TestKey {
-    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
-    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("generate P-256 key");
-    let pkcs8 = pair.to_pkcs8v1().expect("pkcs8");
-    let point = pair.public_key().as_ref();
-    TestKey {
-        alg: JwtAlg::ES256,
-        kid: kid.into(),
-        encoding: EncodingKey::from_ec_der(pkcs8.as_ref()),
-        jwk: json!({
-            "kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256", "use": "sig",
-            "x": b64(&point[1..33]), "y": b64(&point[33..]),
-        }),
-    }
-}
 
 /// A P-256 public JWK without kid, alg or use (the bare minimum).
 fn bare_p256_jwk() -> Value {
@@ -640,8 +623,7 @@ async fn zero_huge_and_garbage_max_age_values_stay_within_the_refresh_bounds() {
             .await
             .expect("jwks");
         settle(Duration::from_secs(4000), || server.hits() >= 2).await;
-        let times = server.times.lock().expect("times").clone();
-        let gap = (times[1] - times[0]).as_secs_f64();
+        let gap = server.first_gap();
         let (low, high) = (expected * 0.81, expected * 0.99 + 0.5);
         assert!(
             (low..=high).contains(&gap),

@@ -12,12 +12,6 @@ use serde_json::json;
 use tokio::time::Instant;
 use tower_jwt_auth::{JwtAuthLayer, RemoteJwks};
 
-/// Seconds between the first two requests the server saw.
-fn first_gap(server: &JwksServer) -> f64 {
-    let times = server.times.lock().expect("times");
-    (times[1] - times[0]).as_secs_f64()
-}
-
 async fn server_with(headers: &[(&str, &str)]) -> JwksServer {
     let server = JwksServer::start(&jwks_of(&[&key("es256")])).await;
     server.set(|s| {
@@ -33,7 +27,7 @@ async fn the_background_refresh_lands_ahead_of_max_age_within_the_jitter_bounds(
     let server = server_with(&[("cache-control", "public, max-age=600")]).await;
     let _jwks = RemoteJwks::builder(server.url()).build().await.expect("jwks");
     settle(Duration::from_secs(700), || server.hits() >= 2).await;
-    let gap = first_gap(&server);
+    let gap = server.first_gap();
     // 90 % of 600 s, +-10 %: between 486 s and 594 s.
     assert!((486.0..=594.5).contains(&gap), "refreshed after {gap} s");
 }
@@ -54,7 +48,7 @@ async fn max_age_is_clamped_to_the_configured_bounds() {
             .await
             .expect("jwks");
         settle(Duration::from_secs(4000), || server.hits() >= 2).await;
-        let gap = first_gap(&server);
+        let gap = server.first_gap();
         let (low, high) = (expected * 0.81, expected * 0.99 + 0.5);
         assert!(
             (low..=high).contains(&gap),
@@ -72,7 +66,7 @@ async fn without_cache_headers_the_refresh_interval_applies() {
         .await
         .expect("jwks");
     settle(Duration::from_secs(300), || server.hits() >= 2).await;
-    let gap = first_gap(&server);
+    let gap = server.first_gap();
     assert!((162.0..=198.5).contains(&gap), "refreshed after {gap} s");
 }
 

@@ -190,24 +190,6 @@ fn with_unused_bits(json: &str) -> String {
     text
 }
 
-/// A fresh P-256 key that no key set knows, posing under `kid`.
-fn attacker_es256(kid: &str) -> TestKey {
-    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
-    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("generate P-256 key");
-    let pkcs8 = pair.to_pkcs8v1().expect("pkcs8");
-    let point = pair.public_key().as_ref();
-    assert_eq!((point.len(), point[0]), (65, 0x04), "uncompressed point");
-    TestKey {
-        alg: JwtAlg::ES256,
-        kid: kid.into(),
-        encoding: EncodingKey::from_ec_der(pkcs8.as_ref()),
-        jwk: json!({
-            "kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256", "use": "sig",
-            "x": b64(&point[1..33]), "y": b64(&point[33..]),
-        }),
-    }
-}
-
 /// An HMAC "key" whose secret is `secret`.
 fn hmac_key(kid: &str, secret: &[u8]) -> TestKey {
     TestKey {
@@ -891,7 +873,7 @@ async fn a_token_alg_that_does_not_fit_its_key_is_refused_before_verifying() {
 async fn signatures_by_another_key_are_invalid() {
     let es256 = key("es256");
     let app = app(&[&es256]);
-    let impostor = attacker_es256("py-es256");
+    let impostor = fresh_es256("py-es256");
     check(
         "another P-256 key, same kid",
         &call(&app, &good_token(&impostor)).await,
@@ -904,7 +886,7 @@ async fn signatures_by_another_key_are_invalid() {
         Want::Token("invalid signature"),
     );
     // A real key of the set signing as the other one.
-    let other = attacker_es256("other");
+    let other = fresh_es256("other");
     let app = app_with(strict(), &[&es256, &other]);
     let swapped = sign_text(&es256, r#"{"alg":"ES256","kid":"other"}"#, &claims().to_string());
     check(
@@ -988,7 +970,7 @@ async fn truncated_and_empty_signatures_are_invalid() {
 #[tokio::test]
 async fn tampering_with_a_signed_payload_or_header_invalidates_the_signature() {
     let es256 = key("es256");
-    let other = attacker_es256("other");
+    let other = fresh_es256("other");
     let app = app(&[&es256, &other]);
     let token = good_token(&es256);
     let (h, p, s) = split(&token);
@@ -1346,7 +1328,7 @@ async fn crit_headers_are_refused_whatever_their_value() {
 #[tokio::test]
 async fn jku_x5u_jwk_and_x5c_headers_are_never_fetched_nor_trusted() {
     let es256 = key("es256");
-    let attacker = attacker_es256("attacker");
+    let attacker = fresh_es256("attacker");
     let impostor = attacker.with_kid("py-es256");
     let real = JwksServer::start(&jwks_of(&[&es256])).await;
     let trap = JwksServer::start(&jwks_of(&[&attacker, &impostor])).await;
@@ -1458,7 +1440,7 @@ async fn unknown_kids_are_refused_with_a_fixed_key_set() {
 #[tokio::test]
 async fn a_kidless_token_is_refused_when_several_keys_fit() {
     let es256 = key("es256");
-    let other = attacker_es256("other");
+    let other = fresh_es256("other");
     let payload_text = claims().to_string();
     let kidless = sign_text(&es256, r#"{"alg":"ES256"}"#, &payload_text);
     let two = app(&[&es256, &other]);

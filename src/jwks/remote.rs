@@ -134,7 +134,8 @@ struct FetchState {
     retry_after: Option<Instant>,
 }
 
-type SharedFetch = Shared<BoxFuture<'static, Result<(), FetchError>>>;
+/// A fetch under way that requests can wait on together.
+pub(crate) type SharedFetch = Shared<BoxFuture<'static, Result<(), FetchError>>>;
 
 /// A snapshot of a [`RemoteJwks`]'s state, for readiness probes and dashboards.
 #[derive(Debug, Clone, PartialEq)]

@@ -122,6 +122,24 @@ pub fn alg_name(alg: Algorithm) -> &'static str {
     }
 }
 
+/// A fresh P-256 key no key set knows, under `kid` (the fixtures hold one ES256 key).
+pub fn fresh_es256(kid: &str) -> TestKey {
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+    let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("generate P-256 key");
+    let pkcs8 = pair.to_pkcs8v1().expect("pkcs8");
+    let point = pair.public_key().as_ref();
+    assert_eq!((point.len(), point[0]), (65, 0x04), "uncompressed point");
+    TestKey {
+        alg: Algorithm::ES256,
+        kid: kid.into(),
+        encoding: EncodingKey::from_ec_der(pkcs8.as_ref()),
+        jwk: json!({
+            "kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256", "use": "sig",
+            "x": b64(&point[1..33]), "y": b64(&point[33..]),
+        }),
+    }
+}
+
 pub fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
@@ -205,6 +223,12 @@ impl JwksServer {
         let mut s = self.script.lock().expect("script");
         s.status = StatusCode::OK;
         s.body = jwks.to_string().into_bytes();
+    }
+
+    /// Seconds between the first two requests the server saw.
+    pub fn first_gap(&self) -> f64 {
+        let times = self.times.lock().expect("times");
+        (times[1] - times[0]).as_secs_f64()
     }
 
     pub fn set(&self, f: impl FnOnce(&mut Script)) {
